@@ -34,7 +34,7 @@ class FixedInitializer extends InitializerBase {
     super();
   }
 
-  apply(shape: number[]): tf.Tensor {
+  override apply(shape: number[]): tf.Tensor {
     if (!tf.util.arraysEqual(shape, this.value.shape)) {
       throw new Error(
         `A fixed kernel has shape ${JSON.stringify(this.value.shape)} but the layer ` +
@@ -44,7 +44,7 @@ class FixedInitializer extends InitializerBase {
     return this.value.clone();
   }
 
-  getConfig(): Record<string, never> {
+  override getConfig(): Record<string, never> {
     return {};
   }
 }

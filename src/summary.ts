@@ -63,7 +63,7 @@ export function parameterCounts(model: tf.LayersModel): {
   nonTrainable: number;
 } {
   const count = (weights: tf.LayerVariable[]) =>
-    weights.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1), 0);
+    weights.reduce((sum, w) => sum + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
   const trainable = count(model.trainableWeights);
   const nonTrainable = count(model.nonTrainableWeights);
   return { total: trainable + nonTrainable, trainable, nonTrainable };
