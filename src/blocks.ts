@@ -81,6 +81,27 @@ export function identityBlock<T extends BlockInput>(
         'many channels; use a convolutional block to change the channel count.',
     );
   }
+  // BEGIN SOLUTION
+  // STUB: // Exercise 1: build the identity block from TensorFlow.js layers.
+  // STUB: //
+  // STUB: // Main path, three groups, each layer applied with `.apply(x)`:
+  // STUB: //   1. tf.layers.conv2d: F1 filters, kernelSize 1, strides 1, padding 'valid';
+  // STUB: //      tf.layers.batchNormalization over the channels (axis 3); a ReLU
+  // STUB: //      (tf.layers.activation).
+  // STUB: //   2. conv2d: F2 filters, kernelSize f, strides 1, padding 'same'; BatchNorm; ReLU.
+  // STUB: //   3. conv2d: F3 filters, kernelSize 1, strides 1, padding 'valid'; BatchNorm, no ReLU.
+  // STUB: // Shortcut: X itself. Add it to the main path (tf.layers.add), then a final ReLU.
+  // STUB: //
+  // STUB: // Give every conv2d `kernelInitializer: initializer(seed)`, in the order above, with
+  // STUB: //   const initializer = options.initializer ?? randomUniform;
+  // STUB: //   const seed = options.seed ?? 0;
+  // STUB: // (the checks hand you fixed kernels that way), and give every BatchNorm's `apply`
+  // STUB: //   X instanceof tf.Tensor ? { training: options.training ?? true } : {}
+  // STUB: // as its second argument, so that it uses the batch statistics when asked to.
+  // STUB: throw new Error(
+  // STUB:   'not implemented yet: identityBlock. Replace this `throw` in src/blocks.ts ' +
+  // STUB:     'with the block, following the comment above it.',
+  // STUB: );
   const ctx = new BlockContext(X, options, randomUniform);
 
   return ctx.run((x) => {
@@ -98,6 +119,7 @@ export function identityBlock<T extends BlockInput>(
 
     return ctx.addRelu(main, shortcut);
   });
+  // END SOLUTION
 }
 
 /**
@@ -124,6 +146,28 @@ export function convolutionalBlock<T extends BlockInput>(
   const [F1, F2, F3] = checkFilters(filters);
   checkPositiveInteger('f', f);
   checkPositiveInteger('s', s);
+  // BEGIN SOLUTION
+  // STUB: // Exercise 2: build the convolutional block from TensorFlow.js layers.
+  // STUB: //
+  // STUB: // Main path, as in the identity block, except that the first conv2d has
+  // STUB: // strides s (the other two keep strides 1):
+  // STUB: //   1. conv2d F1, kernelSize 1, strides s, 'valid'; BatchNorm (axis 3); ReLU.
+  // STUB: //   2. conv2d F2, kernelSize f, strides 1, 'same'; BatchNorm; ReLU.
+  // STUB: //   3. conv2d F3, kernelSize 1, strides 1, 'valid'; BatchNorm, no ReLU.
+  // STUB: // Shortcut: its own conv2d (F3 filters, kernelSize 1, strides s, 'valid') and
+  // STUB: // BatchNorm, so that it reaches the main path's shape. Add, then a final ReLU.
+  // STUB: //
+  // STUB: // Make the four kernel initialisers with `initializer(seed)` in the order main 1,
+  // STUB: // main 2, main 3, shortcut, where
+  // STUB: //   const initializer = options.initializer ?? glorotUniform;
+  // STUB: //   const seed = options.seed ?? 0;
+  // STUB: // and give every BatchNorm's `apply`
+  // STUB: //   X instanceof tf.Tensor ? { training: options.training ?? true } : {}
+  // STUB: // as its second argument.
+  // STUB: throw new Error(
+  // STUB:   'not implemented yet: convolutionalBlock. Replace this `throw` in src/blocks.ts ' +
+  // STUB:     'with the block, following the comment above it.',
+  // STUB: );
   const ctx = new BlockContext(X, options, glorotUniform);
 
   return ctx.run((x) => {
@@ -143,11 +187,15 @@ export function convolutionalBlock<T extends BlockInput>(
 
     return ctx.addRelu(main, shortcut);
   });
+  // END SOLUTION
 }
 
 type Padding = 'valid' | 'same';
 type AnyTensor = tf.Tensor | tf.SymbolicTensor;
 
+// BEGIN SOLUTION
+// STUB: // The solution's helper class is left out of the workspace: the blocks above
+// STUB: // are yours to build from TensorFlow.js layers.
 /**
  * What one block call shares between its layers: concrete or symbolic mode,
  * the initialiser and seed, the name prefix, and (in concrete mode) the
@@ -262,6 +310,7 @@ class BlockContext {
     return this.options.name === undefined ? undefined : `${this.options.name}_${suffix}`;
   }
 }
+// END SOLUTION
 
 function checkInput(X: unknown): number[] {
   if (X instanceof tf.Tensor || X instanceof tf.SymbolicTensor) {

@@ -55,6 +55,23 @@ export function ResNet50(options: ResNet50Options = {}): tf.LayersModel {
     throw new ArgumentError('classes', 'a positive integer', classes);
   }
 
+  // BEGIN SOLUTION
+  // STUB: // Exercise 3: assemble ResNet50 with your blocks.
+  // STUB: //
+  // STUB: //   input: tf.input({ shape: inputShape })
+  // STUB: //   stage 1: zeroPadding2d (padding 3); conv2d 64 filters, kernelSize 7, strides 2,
+  // STUB: //            kernelInitializer glorotUniform(seed); batchNormalization (axis 3);
+  // STUB: //            ReLU; maxPooling2d (poolSize 3, strides 2)
+  // STUB: //   stages 2 to 5, from RESNET50_STAGES: one convolutionalBlock (f = 3, the
+  // STUB: //            stage's filters and stride), then `blocks - 1` identityBlocks (f = 3)
+  // STUB: //   head:    averagePooling2d (poolSize 2); flatten; dense with `classes` units,
+  // STUB: //            softmax activation, kernelInitializer glorotUniform(seed)
+  // STUB: //
+  // STUB: // Return tf.model({ inputs: input, outputs: output, name: 'ResNet50' }).
+  // STUB: throw new Error(
+  // STUB:   'not implemented yet: ResNet50. Replace this `throw` in src/resnet50.ts ' +
+  // STUB:     'with the model, following the comment above it.',
+  // STUB: );
   const input = tf.input({ shape: inputShape, name: 'input' });
 
   // Stage 1, the stem: a 7×7/2 convolution on the padded image, then a 3×3/2
@@ -95,6 +112,7 @@ export function ResNet50(options: ResNet50Options = {}): tf.LayersModel {
     .apply(x) as tf.SymbolicTensor;
 
   return tf.model({ inputs: input, outputs: output, name: 'ResNet50' });
+  // END SOLUTION
 }
 
 function checkInputShape(shape: unknown): void {
