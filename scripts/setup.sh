@@ -18,7 +18,7 @@ cd "$ROOT"
 APT_PACKAGES=(jupyter-nbconvert jupyter-client python3-ipykernel chromium)
 DATA_DIR="$ROOT/Requirements/datasets"
 SUMS_FILE="$ROOT/Requirements/datasets.sha256"
-SIGNS_SOURCE="${SIGNS_SOURCE:-$ROOT/../shared/datasets}"
+SIGNS_SOURCE="${SIGNS_SOURCE:-$(dirname "$ROOT")/shared/datasets}"
 KERNEL_NAME=resnet-ts
 WARNINGS=()
 
@@ -98,7 +98,8 @@ step_npm() {
   local stamp="$ROOT/node_modules/.resnet-setup-stamp" want
   want="$(cat package.json package-lock.json | sha256_of_stdin) node-$(node --version)"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    log npm "node_modules matches package-lock.json; skipping npm ci (delete node_modules to force)"
+    log npm "node_modules matches package-lock.json; skipping npm ci " \
+"(delete node_modules to force it)"
   else
     log npm "npm ci (a minute or two)"
     if ! npm ci --no-audit --no-fund; then
@@ -131,7 +132,8 @@ sha256_of_stdin() {
 sha256_of() { sha256_of_stdin <"$1"; }
 
 step_datasets() {
-  [[ -f "$SUMS_FILE" ]] || fail datasets "checksum list $SUMS_FILE is missing; restore it with git."
+  [[ -f "$SUMS_FILE" ]] \
+    || fail datasets "checksum list $SUMS_FILE is missing; restore it with git."
   mkdir -p "$DATA_DIR"
   local name expected dest src missing=() unverified=()
   while read -r expected name; do
@@ -159,12 +161,15 @@ step_datasets() {
   done <"$SUMS_FILE"
 
   if [[ ${#unverified[@]} -gt 0 ]]; then
-    log datasets "${unverified[*]}: SHA-256 differs from the reference copy (expected for the " \
-"course's own train_signs.h5); checking the files with the loader"
+    log datasets "${unverified[*]}: SHA-256 differs from the reference copy and no shared " \
+"copy to replace it; checking with the loader (a course download of train_signs.h5 " \
+"differs: the reference one is a rebuild)"
     check_layout "${unverified[@]}"
   fi
   if [[ ${#missing[@]} -gt 0 ]]; then
-    warn datasets "missing ${missing[*]} and no copy at $SIGNS_SOURCE. Put the course's " \
+    local list
+    list="$(printf '%s and ' "${missing[@]}")"
+    warn datasets "missing ${list% and } with no copy at $SIGNS_SOURCE. Put the course's " \
 "train_signs.h5 and test_signs.h5 (from the Residual Networks assignment's datasets/ " \
 "folder) in Requirements/datasets/, or set SIGNS_SOURCE to a folder holding them, then " \
 "rerun bash scripts/setup.sh."
