@@ -6,7 +6,8 @@
 #   4. the Jupyter kernel "TypeScript (resnet-ts)".
 # Safe to rerun: each step skips what is already done.
 #
-# Usage: bash scripts/setup.sh   (or: npm run setup)
+# Usage: bash scripts/setup.sh [STEP...]   (or: npm run setup -- [STEP...])
+#   With no STEP, runs all four; STEP is system, npm, datasets or kernel.
 # Environment:
 #   SIGNS_SOURCE  folder to copy the SIGNS files from. Defaults to
 #                 ../shared/datasets beside the project.
@@ -232,11 +233,16 @@ step_kernel() {
 }
 
 main() {
+  local steps=("$@") step
+  [[ ${#steps[@]} -gt 0 ]] || steps=(system npm datasets kernel)
+  for step in "${steps[@]}"; do
+    case "$step" in
+      system | npm | datasets | kernel) ;;
+      *) fail setup "unknown step \"$step\": expected some of system, npm, datasets, kernel." ;;
+    esac
+  done
   log setup "project at $ROOT"
-  step_system
-  step_npm
-  step_datasets
-  step_kernel
+  for step in "${steps[@]}"; do "step_$step"; done
   if [[ ${#WARNINGS[@]} -gt 0 ]]; then
     log setup "done, with ${#WARNINGS[@]} warning(s) to act on:"
     printf '  %s\n' "${WARNINGS[@]}"
