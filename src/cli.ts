@@ -1,0 +1,256 @@
+/**
+ * The command line: `train` (ResNet50 on SIGNS, then evaluation and a saved
+ * run), `evaluate` (a saved model on the test set) and `summary` (the layer
+ * table). Run through npm: `npm run train -- --epochs 2`.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { BackendName, initBackend, parseBackendName } from './backend/index.js';
+import { loadSigns } from './data/signs.js';
+import { ArgumentError } from './errors.js';
+import { loadModel, MODEL_JSON, saveModel, writeFileAtomic } from './io.js';
+import { findProjectRoot } from './paths.js';
+import { epochLine, evaluationLines, ProgressPrinter } from './progress.js';
+import { ResNet50 } from './resnet50.js';
+import { printSummary } from './summary.js';
+import { COURSE_RECIPE, evaluate, train } from './train.js';
+
+const USAGE = `Usage: npm run <command> -- [flags]   (or: npx tsx src/cli.ts <command> [flags])
+
+Commands:
+  train      train ResNet50 on SIGNS, evaluate it on the test set, save the run
+  evaluate   evaluate a saved model on the SIGNS test set (--model DIR)
+  summary    print ResNet50's layer table
+
+Flags:
+  --epochs N           passes over the training set (default ${COURSE_RECIPE.epochs})
+  --batch-size N       examples per step (default ${COURSE_RECIPE.batchSize})
+  --learning-rate X    Adam's learning rate (default ${COURSE_RECIPE.learningRate})
+  --seed N             seed of the weights and of the example order (default 0)
+  --limit N            use only the first N examples of each split (quick runs)
+  --backend NAME       auto, gpu, node, wasm or cpu (default: RESNET_BACKEND, else auto)
+  --data DIR           folder with train_signs.h5 and test_signs.h5
+                       (default Requirements/datasets)
+  --out DIR            run folder to write (default runs/<date-time>)
+  --model DIR          (evaluate) a model folder, or a run folder holding model/
+  --help               this text`;
+
+const OPTIONS = {
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  'learning-rate': { type: 'string' },
+  seed: { type: 'string' },
+  limit: { type: 'string' },
+  backend: { type: 'string' },
+  data: { type: 'string' },
+  out: { type: 'string' },
+  model: { type: 'string' },
+  help: { type: 'boolean' },
+} as const;
+
+type Flags = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+
+function integerFlag(flags: Flags, name: 'epochs' | 'batch-size' | 'seed' | 'limit', min: number) {
+  const text = flags[name];
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min) {
+    throw new ArgumentError(`--${name}`, `an integer of at least ${min}`, text);
+  }
+  return value;
+}
+
+function numberFlag(flags: Flags, name: 'learning-rate') {
+  const text = flags[name];
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!(Number.isFinite(value) && value > 0)) {
+    throw new ArgumentError(`--${name}`, 'a positive number', text);
+  }
+  return value;
+}
+
+function timestamp(date = new Date()): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return (
+    `${date.getFullYear()}${pad(date.getMonth() + 1)}${pad(date.getDate())}-` +
+    `${pad(date.getHours())}${pad(date.getMinutes())}${pad(date.getSeconds())}`
+  );
+}
+
+async function startBackend(flags: Flags): Promise<BackendName> {
+  const choice = await initBackend({
+    backend: flags.backend === undefined ? undefined : parseBackendName(flags.backend),
+  });
+  return choice.name;
+}
+
+async function commandTrain(flags: Flags): Promise<number> {
+  const epochs = integerFlag(flags, 'epochs', 1) ?? COURSE_RECIPE.epochs;
+  const batchSize = integerFlag(flags, 'batch-size', 1) ?? COURSE_RECIPE.batchSize;
+  const learningRate = numberFlag(flags, 'learning-rate') ?? COURSE_RECIPE.learningRate;
+  const seed = integerFlag(flags, 'seed', 0) ?? 0;
+  const limit = integerFlag(flags, 'limit', 1);
+  const outDir = path.resolve(flags.out ?? path.join(findProjectRoot(), 'runs', timestamp()));
+
+  const backend = await startBackend(flags);
+  const data = loadSigns(flags.data, { limit });
+  const printer = new ProgressPrinter();
+  printer.line(
+    `[data] ${data.xTrain.shape[0]} training and ${data.xTest.shape[0]} test images` +
+      (limit ? ` (--limit ${limit})` : ''),
+  );
+  printer.line(
+    `[train] ResNet50, ${epochs} epochs, batch ${batchSize}, Adam ${learningRate}, seed ${seed}; ` +
+      `run folder ${outDir}`,
+  );
+
+  // First Ctrl-C: finish the step in flight, then evaluate and save what was
+  // trained. Second Ctrl-C: quit at once.
+  let stopRequested = false;
+  const onSigint = () => {
+    if (stopRequested) process.exit(130);
+    stopRequested = true;
+    printer.line('[train] stopping after this step and saving; press Ctrl-C again to quit now');
+  };
+  process.on('SIGINT', onSigint);
+
+  const model = ResNet50({ inputShape: [64, 64, 3], classes: data.classes.length, seed });
+  const started = new Date();
+  try {
+    const history = await train(model, data.xTrain, data.yTrain, {
+      epochs,
+      batchSize,
+      learningRate,
+      seed,
+      onBatch: (p) => printer.batch(p),
+      onEpoch: (r) => printer.line(epochLine(r, epochs)),
+      shouldStop: () => stopRequested,
+    });
+    if (history.interrupted) {
+      printer.line(`[train] interrupted after ${history.epochs.length} complete epochs`);
+    }
+
+    const evaluation = await evaluate(model, data.xTest, data.yTest, { batchSize });
+    for (const line of evaluationLines(evaluation)) printer.line(line);
+
+    await saveModel(model, path.join(outDir, 'model'));
+    writeFileAtomic(path.join(outDir, 'history.json'), JSON.stringify(history, null, 2));
+    writeFileAtomic(
+      path.join(outDir, 'evaluation.json'),
+      JSON.stringify({ ...evaluation, predictions: Array.from(evaluation.predictions) }, null, 2),
+    );
+    writeFileAtomic(
+      path.join(outDir, 'run.json'),
+      JSON.stringify(
+        {
+          model: 'ResNet50',
+          backend,
+          started: started.toISOString(),
+          finished: new Date().toISOString(),
+          limit: limit ?? null,
+          trainExamples: data.xTrain.shape[0],
+          testExamples: data.xTest.shape[0],
+          interrupted: history.interrupted,
+          testAccuracy: evaluation.accuracy,
+          tfjs: tf.version.tfjs,
+        },
+        null,
+        2,
+      ),
+    );
+    printer.line(`[save] model, history and evaluation written to ${outDir}`);
+    return history.interrupted ? 130 : 0;
+  } finally {
+    process.off('SIGINT', onSigint);
+    model.dispose();
+    tf.dispose([data.xTrain, data.yTrain, data.xTest, data.yTest]);
+  }
+}
+
+async function commandEvaluate(flags: Flags): Promise<number> {
+  if (!flags.model) {
+    throw new ArgumentError('--model', 'the folder of a saved model (runs/<run>/model)', undefined);
+  }
+  const given = path.resolve(flags.model);
+  const dir = existsSync(path.join(given, MODEL_JSON)) ? given : path.join(given, 'model');
+  const limit = integerFlag(flags, 'limit', 1);
+  await startBackend(flags);
+  const model = await loadModel(dir);
+  let data;
+  try {
+    data = loadSigns(flags.data, { limit });
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  try {
+    const evaluation = await evaluate(model, data.xTest, data.yTest);
+    console.log(`[evaluate] ${dir}`);
+    for (const line of evaluationLines(evaluation)) console.log(line);
+    console.log('[test] confusion matrix (rows: true class, columns: predicted)');
+    evaluation.confusion.forEach((row, c) => {
+      console.log(`  ${c}: ${row.map((v) => String(v).padStart(4)).join('')}`);
+    });
+    return 0;
+  } finally {
+    model.dispose();
+    tf.dispose([data.xTrain, data.yTrain, data.xTest, data.yTest]);
+  }
+}
+
+async function commandSummary(flags: Flags): Promise<number> {
+  await startBackend(flags);
+  const model = ResNet50();
+  printSummary(model);
+  model.dispose();
+  return 0;
+}
+
+const COMMANDS: Record<string, (flags: Flags) => Promise<number>> = {
+  train: commandTrain,
+  evaluate: commandEvaluate,
+  summary: commandSummary,
+};
+
+/** Runs the command line; returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const flags = parsed.values as Flags;
+  const [command] = parsed.positionals;
+  if (flags.help || command === undefined) {
+    console.log(USAGE);
+    return flags.help ? 0 : 2;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    console.error(`Unknown command ${JSON.stringify(command)}.\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await run(flags);
+  } catch (error) {
+    // Errors of this project already say what was wrong and what to do; a
+    // stack trace would only bury that. Anything else keeps its stack.
+    const e = error as Error;
+    const ours = ['ArgumentError', 'DataError', 'BackendError', 'TrainingError'].includes(e?.name);
+    console.error(ours ? `[error] ${e.message}` : e);
+    return 1;
+  }
+}
+
+// Run when started as a script (tsx src/cli.ts ...), not when imported.
+if (process.argv[1] && /cli\.[cm]?[jt]s$/.test(process.argv[1])) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
