@@ -23,7 +23,13 @@
  * is released with `backend.disposeData` before returning (see `Scratch`).
  * Only NHWC data and dilation 1 are supported, as in the stock kernels.
  */
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import * as path from 'node:path';
+
 import * as tf from '@tensorflow/tfjs';
+import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
 import type {
   KernelBackend,
   KernelConfig,
@@ -565,14 +571,121 @@ function isOurs(config: KernelConfig | undefined): boolean {
 }
 
 /**
+ * The worker script of the threaded build, made a file. tfjs-backend-wasm
+ * hands its pthread workers `blob:` URLs, which Node's `Worker` refuses, and
+ * the worker then loads the main script from a Blob, which it cannot read;
+ * the file below is the same worker code, told to load the main script from
+ * its path instead.
+ */
+function writeThreadWorker(): string {
+  // Resolved from the working directory: src/ cannot use import.meta (tslab).
+  const requireHere = createRequire(path.join(process.cwd(), 'noop.js'));
+  const dir = path.dirname(
+    requireHere.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js'),
+  );
+  const mainScript = path.join(dir, 'tfjs-backend-wasm-threaded-simd.js');
+  const { wasmWorkerContents } = requireHere(
+    path.join(dir, 'tfjs-backend-wasm-threaded-simd.worker.js'),
+  ) as { wasmWorkerContents: string };
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'resnet-wasm-')), 'worker.cjs');
+  // The stored code keeps "\n" escapes inside its string literals as real
+  // newlines; put the escapes back, as tfjs does before making its Blob.
+  const code =
+    wasmWorkerContents.replace(/\n/g, '\\n') +
+    `\n;{const load = global.onmessage; global.onmessage = (e) => {` +
+    `if (e.data && e.data.cmd === 'load' && typeof e.data.urlOrBlob !== 'string') ` +
+    `e.data.urlOrBlob = ${JSON.stringify(mainScript)}; return load(e); };}\n`;
+  fs.writeFileSync(file, code);
+  return file;
+}
+
+/** The emscripten pthread pool of the threaded build, where there is one. */
+interface PThreadPool {
+  unusedWorkers: Array<{ unref(): void }>;
+  runningWorkers: Array<{ unref(): void }>;
+}
+
+/**
+ * Lets the process exit while the thread pool's workers idle: emscripten
+ * keeps them referenced, so a finished script would otherwise never end.
+ * The pool and XNNPACK's threads are all started with the backend.
+ */
+function unrefThreadWorkers(backend: unknown): void {
+  const pool = (backend as { wasm?: { PThread?: PThreadPool } }).wasm?.PThread;
+  if (pool === undefined) return;
+  for (const worker of [...pool.unusedWorkers, ...pool.runningWorkers]) worker.unref();
+}
+
+/**
+ * Makes the next start of the wasm backend use tfjs-backend-wasm's threaded
+ * SIMD build with `threads` XNNPACK threads, which tfjs never picks in Node:
+ * its thread check answers no for Node, its workers would be started from
+ * `blob:` URLs Node refuses, and it caps threads at half the logical cores
+ * (1 on a 2-core machine). The backend factory is wrapped so that, during the
+ * start only, `URL.createObjectURL` hands out a worker file and `os.cpus()`
+ * reports enough cores; if the threaded start fails, the plain SIMD build
+ * starts instead. Does nothing once the backend has started.
+ */
+function useWasmThreads(threads: number): void {
+  const entry = tf.engine().registryFactory[BACKEND];
+  if (entry === undefined || tf.engine().registry[BACKEND] !== undefined || threads < 2) return;
+  if ((entry.factory as unknown as Record<symbol, boolean>)[OURS]) return;
+  const start = entry.factory;
+  const threaded = async () => {
+    const createObjectURL = URL.createObjectURL;
+    const cpus = os.cpus;
+    try {
+      const worker = writeThreadWorker();
+      tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
+      tfWasm.setThreadsCount(threads);
+      URL.createObjectURL = (blob: Blob) =>
+        blob.type === 'application/javascript' ? worker : createObjectURL(blob);
+      os.cpus = () => {
+        const list = cpus();
+        while (list.length < 2 * threads) list.push(list[0]);
+        return list;
+      };
+      const backend = await start();
+      unrefThreadWorkers(backend);
+      return backend;
+    } catch {
+      tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+      return await start();
+    } finally {
+      URL.createObjectURL = createObjectURL;
+      os.cpus = cpus;
+    }
+  };
+  (threaded as unknown as Record<symbol, boolean>)[OURS] = true;
+  tf.removeBackend(BACKEND);
+  tf.registerBackend(BACKEND, threaded, entry.priority);
+}
+
+/** Options of `registerWasmTrainingKernels`. */
+export interface WasmTrainingOptions {
+  /**
+   * XNNPACK threads for the wasm backend (1 keeps tfjs's single-threaded
+   * build). Only takes effect if the backend has not started yet. Defaults to
+   * the `RESNET_WASM_THREADS` environment variable, else the number of
+   * logical cores.
+   */
+  threads?: number;
+}
+
+/**
  * Registers the training kernels on the `wasm` backend, replacing the stock
- * `Conv2DBackpropInput`, `BatchMatMul` and `_FusedMatMul`. Call it after
- * importing `@tensorflow/tfjs-backend-wasm` and before or after
+ * `Conv2DBackpropInput`, `BatchMatMul`, `_FusedMatMul`, `Tile`, `Identity`,
+ * `Sum` and `Mean`, and (before the backend starts) asks for XNNPACK threads.
+ * Call it after importing `@tensorflow/tfjs-backend-wasm`, before or after
  * `tf.setBackend('wasm')`; calling it again does nothing.
  *
  * @throws Error when `@tensorflow/tfjs-backend-wasm` has not been imported.
  */
-export function registerWasmTrainingKernels(): void {
+export function registerWasmTrainingKernels(options: WasmTrainingOptions = {}): void {
+  const fromEnv = Number(process.env.RESNET_WASM_THREADS);
+  const threads = options.threads ?? (fromEnv >= 1 ? Math.floor(fromEnv) : os.cpus().length);
+  useWasmThreads(threads);
+
   // Kernels the replacements call: capture them (and the ones about to be
   // replaced) while the stock versions are still registered.
   for (const name of [
