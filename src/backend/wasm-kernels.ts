@@ -634,12 +634,14 @@ function useWasmThreads(threads: number): void {
   const threaded = async () => {
     const createObjectURL = URL.createObjectURL;
     const cpus = os.cpus;
+    let worker: string | undefined;
     try {
-      const worker = writeThreadWorker();
+      worker = writeThreadWorker();
+      const workerFile = worker;
       tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
       tfWasm.setThreadsCount(threads);
       URL.createObjectURL = (blob: Blob) =>
-        blob.type === 'application/javascript' ? worker : createObjectURL(blob);
+        blob.type === 'application/javascript' ? workerFile : createObjectURL(blob);
       os.cpus = () => {
         const list = cpus();
         while (list.length < 2 * threads) list.push(list[0]);
@@ -654,6 +656,8 @@ function useWasmThreads(threads: number): void {
     } finally {
       URL.createObjectURL = createObjectURL;
       os.cpus = cpus;
+      // Every pool worker has read the file by the time the start settles.
+      if (worker !== undefined) fs.rmSync(path.dirname(worker), { recursive: true, force: true });
     }
   };
   (threaded as unknown as Record<symbol, boolean>)[OURS] = true;
