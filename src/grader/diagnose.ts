@@ -135,7 +135,7 @@ export function matchVariant(probe: BlockProbe, output: tf.Tensor, tol: Toleranc
 /** What the kernel shapes the block asked for say about its convolutions. */
 export function diagnoseKernels(probe: BlockProbe, requests: Array<number[] | null>): string {
   const want = kernelShapes(probe, probe.input.shape[3]);
-  if (requests.length === 0) return SAY.initializerUnused;
+  if (requests.length === 0) return '';
   if (probe.block === 'identity' && requests.length > 3) {
     return (
       `your identity block made ${requests.length} convolutions; it has three, all on the ` +
@@ -162,6 +162,19 @@ export function diagnoseKernels(probe: BlockProbe, requests: Array<number[] | nu
   }
   if (isConv(probe) && requests.length === 3) return SAY.noShortcutConv;
   return '';
+}
+
+/**
+ * The kernel requests and the layer trace together: convolutions that never
+ * asked for a kernel mean the initialiser went unused.
+ */
+function diagnoseStructure(probe: BlockProbe, out: ProbeOutput): string {
+  const requests = out.kernelRequests ?? [];
+  const trace = out.trace ?? [];
+  if (requests.length === 0 && trace.some((e) => e.className === 'Conv2D')) {
+    return SAY.initializerUnused;
+  }
+  return diagnoseKernels(probe, requests) || diagnoseTrace(probe, trace, probe.training);
 }
 
 const kernelOf = (e: TraceEntry) => (e.config.kernelSize as number[] | undefined)?.[0] ?? 1;
@@ -248,8 +261,9 @@ export function diagnoseError(
     // A symbolic probe leaves the initialiser to the learner: only the trace speaks.
     const training = probe.kind === 'block' ? probe.training : undefined;
     const hint =
-      (probe.kind === 'block' ? diagnoseKernels(probe, out.kernelRequests ?? []) : '') ||
-      diagnoseTrace(probe, out.trace ?? [], training);
+      probe.kind === 'block'
+        ? diagnoseStructure(probe, out)
+        : diagnoseTrace(probe, out.trace ?? [], training);
     // The cause is what the learner needs; the error text it led to varies by case.
     if (hint) return hint;
   }
@@ -283,8 +297,7 @@ export function judgeBlockOutput(
   }
   if (!tf.util.arraysEqual(data.shape, expected.shape)) {
     const why =
-      diagnoseKernels(probe, out.kernelRequests ?? []) ||
-      diagnoseTrace(probe, out.trace ?? [], probe.training) ||
+      diagnoseStructure(probe, out) ||
       'a shape miss usually comes from the strides and padding: the f×f convolution uses ' +
         "'same', and in the convolutional block the stride s sits on the first convolution " +
         'and on the shortcut.';
@@ -297,10 +310,7 @@ export function judgeBlockOutput(
   try {
     const result = compareWithReference(actual, expected.arraySync() as number[], tol);
     if (result.ok) return '';
-    const named =
-      matchVariant(probe, actual, tol) ||
-      diagnoseKernels(probe, out.kernelRequests ?? []) ||
-      diagnoseTrace(probe, out.trace ?? [], probe.training);
+    const named = matchVariant(probe, actual, tol) || diagnoseStructure(probe, out);
     if (named) return named;
     const negative = data.values.findIndex((v) => v < 0);
     if (negative >= 0) {

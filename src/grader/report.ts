@@ -9,6 +9,8 @@ import type { ExerciseResult } from './types.js';
 export interface GradeReport {
   submission: string;
   gradedAt: string;
+  /** Seed of the fresh random inputs, to repeat this run. */
+  seed: number;
   points: number;
   maximum: number;
   exercises: ExerciseResult[];
@@ -48,11 +50,12 @@ function groupMessages(result: ExerciseResult): string[] {
     if (!byText.has(text)) byText.set(text, []);
     byText.get(text)!.push(c.name);
   }
-  for (const [text, names] of byText) {
+  const grouped = [...byText].map(([text, names]) => {
     const who = names.length === result.cases.length ? 'every case' : joinNames(names);
-    lines.push(`${who}: ${text}`);
-  }
-  return lines;
+    return `${who}: ${text}`;
+  });
+  // Notes about the whole exercise come after the cases they sum up.
+  return [...grouped, ...lines];
 }
 
 /** `a (inference); a (training); b (training)` reads `a (inference, training); b (training)`. */
