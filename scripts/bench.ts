@@ -67,7 +67,9 @@ function parseArgs(argv: string[]): Options {
     } else if (flag === '--steps') {
       steps = Number(value());
       if (!Number.isInteger(steps) || steps < 1) {
-        throw new Error(`\`--steps\` must be a positive integer; received ${JSON.stringify(steps)}.`);
+        throw new Error(
+          `\`--steps\` must be a positive integer; received ${JSON.stringify(steps)}.`,
+        );
       }
     } else if (flag === '--child') {
       child = true;
@@ -167,7 +169,8 @@ function runChild(name: BackendName, steps: number): Promise<Record<string, unkn
       if (line) {
         resolve(JSON.parse(line.slice(RESULT_TAG.length)));
       } else {
-        const why = signal === 'SIGKILL' ? `stopped after ${CHILD_TIMEOUT_MS / 60000} min` : `exit ${code}`;
+        const why =
+          signal === 'SIGKILL' ? `stopped after ${CHILD_TIMEOUT_MS / 60000} min` : `exit ${code}`;
         const last = stderr.trim().split('\n').slice(-1)[0] ?? '';
         resolve({ skipped: `the benchmark process failed (${why}): ${last}` });
       }

@@ -68,10 +68,11 @@ function assertClose(
     }
   }
   if (worst >= 0) {
+    const [got, want] = [actual.data[worst], expected.data[worst]];
     assert.fail(
-      `${label}: element ${worst} is ${actual.data[worst]} on wasm but ` +
-        `${expected.data[worst]} on cpu (off by ${Math.abs(actual.data[worst] - expected.data[worst])}, ` +
-        `allowed ${atol} + ${RTOL} relative). Check the padding offsets and strides of that case.`,
+      `${label}: element ${worst} is ${got} on wasm but ${want} on cpu ` +
+        `(off by ${Math.abs(got - want)}, allowed ${atol} + ${RTOL} relative). ` +
+        'Check the padding offsets and strides of that case.',
     );
   }
 }
@@ -120,14 +121,16 @@ function convCases(): ConvCase[] {
     }
   }
   // Explicit and numeric paddings, including one wider than the filter reach.
-  cases.push({ x: [2, 10, 7, 5], k: 3, outChannels: 7, stride: 2, pad: [[0, 0], [2, 1], [0, 3], [0, 0]] });
+  const explicit: Pad = [[0, 0], [2, 1], [0, 3], [0, 0]];
+  cases.push({ x: [2, 10, 7, 5], k: 3, outChannels: 7, stride: 2, pad: explicit });
   cases.push({ x: [2, 8, 8, 6], k: 1, outChannels: 3, stride: 2, pad: 1 });
   cases.push({ x: [2, 8, 9, 6], k: 5, outChannels: 3, stride: 3, pad: 2 });
   return cases;
 }
 
 function caseName({ x, k, outChannels, stride, pad }: ConvCase): string {
-  return `x ${JSON.stringify(x)}, ${k}x${k}x${outChannels}, stride ${stride}, pad ${JSON.stringify(pad)}`;
+  const filter = `${k}x${k}x${outChannels}`;
+  return `x ${JSON.stringify(x)}, ${filter}, stride ${stride}, pad ${JSON.stringify(pad)}`;
 }
 
 before(async () => {
@@ -208,7 +211,8 @@ describe('wasm training kernels', () => {
       { shape: [29, 17], seed: 9 },
       { shape: [13, 29], seed: 10 },
       { shape: [13], seed: 11 },
-    ], (a, b, bias) => tf.fused.matMul({ a, b, transposeA: true, transposeB: true, bias, activation: 'relu' }));
+    ], (a, b, bias) =>
+      tf.fused.matMul({ a, b, transposeA: true, transposeB: true, bias, activation: 'relu' }));
   });
 
   it('Tile, Sum, Mean and Identity match the CPU backend', async () => {
@@ -230,10 +234,9 @@ describe('wasm training kernels', () => {
       [[7, 9], [0]],
     ];
     for (const [shape, axes] of reductions) {
-      await agree(`sum ${JSON.stringify(shape)} over ${JSON.stringify(axes)}`, [{ shape, seed: 13 }],
-        (x) => tf.sum(x, axes));
-      await agree(`mean ${JSON.stringify(shape)} over ${JSON.stringify(axes)}, keepDims`,
-        [{ shape, seed: 14 }], (x) => tf.mean(x, axes, true));
+      const what = `${JSON.stringify(shape)} over ${JSON.stringify(axes)}`;
+      await agree(`sum ${what}`, [{ shape, seed: 13 }], (x) => tf.sum(x, axes));
+      await agree(`mean ${what}, keepDims`, [{ shape, seed: 14 }], (x) => tf.mean(x, axes, true));
     }
     await agree('identity', [{ shape: [3, 4], seed: 15 }], (x) => tf.clone(x));
   });

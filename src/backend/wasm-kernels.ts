@@ -18,6 +18,11 @@
  *   runs; batched products run one XNNPACK product per batch entry.
  * - `Tile`: block copies instead of the stock per-element loop (the BatchNorm
  *   gradient tiles a channel vector to activation size in every layer).
+ * - `Identity` without a copy, and `Sum` / `Mean` over leading axes without
+ *   the stock kernels' full transpose (BatchNorm's batch statistics).
+ *
+ * It also starts the backend on tfjs-backend-wasm's threaded build, which
+ * tfjs never picks in Node, so XNNPACK runs on every core (`useWasmThreads`).
  *
  * Every kernel works on `TensorInfo`s below the engine, so each intermediate
  * is released with `backend.disposeData` before returning (see `Scratch`).
@@ -170,7 +175,8 @@ function convGeometry(
   filterShape: number[],
   attrs: NamedAttrMap,
 ): ConvGeometry {
-  const { strides, pad, dataFormat, dimRoundingMode } = attrs as unknown as tf.Conv2DBackpropFilterAttrs;
+  const { strides, pad, dataFormat, dimRoundingMode } =
+    attrs as unknown as tf.Conv2DBackpropFilterAttrs;
   if (dataFormat !== undefined && dataFormat !== 'NHWC') {
     throw new ArgumentError(
       `${kernel}: dataFormat`,
@@ -580,9 +586,8 @@ function isOurs(config: KernelConfig | undefined): boolean {
 function writeThreadWorker(): string {
   // Resolved from the working directory: src/ cannot use import.meta (tslab).
   const requireHere = createRequire(path.join(process.cwd(), 'noop.js'));
-  const dir = path.dirname(
-    requireHere.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js'),
-  );
+  const wasmOut = '@tensorflow/tfjs-backend-wasm/wasm-out';
+  const dir = path.dirname(requireHere.resolve(`${wasmOut}/tfjs-backend-wasm-threaded-simd.js`));
   const mainScript = path.join(dir, 'tfjs-backend-wasm-threaded-simd.js');
   const { wasmWorkerContents } = requireHere(
     path.join(dir, 'tfjs-backend-wasm-threaded-simd.worker.js'),
