@@ -62,7 +62,9 @@ export function stripSolutions(text: string, file = 'source'): string {
   text.split('\n').forEach((line, i) => {
     const where = `${file}:${i + 1}`;
     if (/^\s*\/\/ BEGIN SOLUTION\b/.test(line)) {
-      if (open !== undefined) throw new ReleaseError(`${where}: BEGIN SOLUTION inside another region`);
+      if (open !== undefined) {
+        throw new ReleaseError(`${where}: BEGIN SOLUTION inside another region`);
+      }
       open = i + 1;
       stubs = 0;
       return;
@@ -123,7 +125,10 @@ function copyTree(from: string, to: string, skip: (rel: string) => boolean, root
  *
  * @returns the files written, relative to `out`.
  */
-export function releaseStudent(out: string, options: { root?: string; force?: boolean } = {}): string[] {
+export function releaseStudent(
+  out: string,
+  options: { root?: string; force?: boolean } = {},
+): string[] {
   const root = options.root ?? findProjectRoot();
   const target = path.resolve(out);
   if (existsSync(target) && readdirSync(target).length > 0) {
@@ -179,9 +184,9 @@ export function releaseStudent(out: string, options: { root?: string; force?: bo
     }
   };
   walk(target);
-  const leaked = written.filter(
-    (f) => f.endsWith('.ts') && /\/\/ (BEGIN|END) SOLUTION/.test(readFileSync(path.join(target, f), 'utf8')),
-  );
+  const marked = (f: string) =>
+    /\/\/ (BEGIN|END) SOLUTION/.test(readFileSync(path.join(target, f), 'utf8'));
+  const leaked = written.filter((f) => f.endsWith('.ts') && marked(f));
   if (leaked.length > 0) throw new ReleaseError(`solution markers left in ${leaked.join(', ')}`);
   return written.sort();
 }
@@ -205,6 +210,7 @@ function main(argv: string[]): number {
 }
 
 // Run only as a script, so that tests can import the functions.
-if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve('scripts/release-student.ts')) {
+const script = process.argv[1] ? path.resolve(process.argv[1]) : '';
+if (script === path.resolve('scripts/release-student.ts')) {
   process.exitCode = main(process.argv.slice(2));
 }

@@ -170,12 +170,14 @@ function freshCases(exercise: Exercise, spec: BlockSpec, inputShape: number[], s
         const ks = kernels.map(tensor4d);
         return referenceBlock(spec, x, ks, mode === 'training');
       });
-    return blockCase(exercise, `fresh random input (${mode})`, false, probe, expected, TOLERANCE[mode]);
+    const name = `fresh random input (${mode})`;
+    return blockCase(exercise, name, false, probe, expected, TOLERANCE[mode]);
   });
 }
 
 function symbolicCase(spec: BlockSpec, inputShape: number[], expected: number[]): GradedCase {
-  const probe: SymbolicProbe = { kind: 'symbolic', id: `symbolic:${spec.block}`, ...spec, inputShape, repeat: 2 };
+  const id = `symbolic:${spec.block}`;
+  const probe: SymbolicProbe = { kind: 'symbolic', id, ...spec, inputShape, repeat: 2 };
   const exercise = spec.block === 'identity' ? 'identityBlock' : 'convolutionalBlock';
   return {
     name: `two blocks in a row on a symbolic ${inputShape.join('×')} input`,
@@ -242,8 +244,13 @@ function convolutionalCases(refs: GradeReferences, seed: number): GradedCase[] {
   return [
     ...referenceCases('convolutionalBlock', refs.blocks.cases, 'convolutional', false),
     ...freshCases('convolutionalBlock', fresh, [3, 7, 6, 2], seed + 1),
-    // ceil(ceil(9 / 2) / 2) = 3 and ceil(ceil(11 / 2) / 2) = 3: odd sizes catch 'valid' on the stride.
-    symbolicCase({ block: 'convolutional', f: 3, filters: [4, 6, 10], s: 2 }, [9, 11, 3], [3, 3, 10]),
+    // ceil(ceil(9 / 2) / 2) = 3 and ceil(ceil(11 / 2) / 2) = 3: odd sizes catch
+    // 'valid' padding on the strided convolutions.
+    symbolicCase(
+      { block: 'convolutional', f: 3, filters: [4, 6, 10], s: 2 },
+      [9, 11, 3],
+      [3, 3, 10],
+    ),
     ...(refs.hidden
       ? referenceCases('convolutionalBlock', refs.hidden.cases, 'convolutional', true)
       : []),
@@ -358,7 +365,8 @@ function resnetCases(refs: GradeReferences, seed: number): GradedCase[] {
         if (failed) return failed;
         const p = out!.output!;
         if (JSON.stringify(p.shape) !== '[1,6]') {
-          return `your model predicts shape ${JSON.stringify(p.shape)} for one image; it should be [1,6].`;
+          const shape = JSON.stringify(p.shape);
+          return `your model predicts shape ${shape} for one image; it should be [1,6].`;
         }
         const sum = p.values.reduce((a, b) => a + b, 0);
         const ok = p.values.every((v) => Number.isFinite(v) && v >= 0) && Math.abs(sum - 1) < 1e-4;

@@ -73,7 +73,8 @@ export function parseArgs(argv: string[]): GradeOptions | 'help' {
         const name = value();
         if (!(EXERCISES as readonly string[]).includes(name)) {
           throw new Error(
-            `\`--exercise\` must be one of ${EXERCISES.join(', ')}; received ${JSON.stringify(name)}.`,
+            `\`--exercise\` must be one of ${EXERCISES.join(', ')}; ` +
+              `received ${JSON.stringify(name)}.`,
           );
         }
         exercises.push(name as Exercise);
@@ -109,7 +110,11 @@ export function parseArgs(argv: string[]): GradeOptions | 'help' {
   return options as GradeOptions;
 }
 
-async function main(): Promise<number> {
+/**
+ * Runs the command line and returns the exit status. `main.ts` calls it;
+ * importing this module runs nothing, so tests can use `parseArgs`.
+ */
+export async function main(): Promise<number> {
   let options: GradeOptions | 'help';
   try {
     options = parseArgs(process.argv.slice(2));
@@ -132,7 +137,3 @@ async function main(): Promise<number> {
     return 2;
   }
 }
-
-main().then((code) => {
-  process.exitCode = code;
-});

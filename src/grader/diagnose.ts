@@ -110,7 +110,8 @@ function probeKernels(probe: BlockProbe): tf.Tensor4D[] {
     return probe.kernels.map((k) => tensor4d(k));
   }
   const value = probe.kernels.constant;
-  return kernelShapes(probe, probe.input.shape[3]).map((s) => tf.fill(s, value) as unknown as tf.Tensor4D);
+  const shapes = kernelShapes(probe, probe.input.shape[3]);
+  return shapes.map((s) => tf.fill(s, value) as unknown as tf.Tensor4D);
 }
 
 /** Which known mistake, if any, reproduces the learner's output exactly. */

@@ -58,7 +58,9 @@ export const GRADE_FILES = ['grade.json', 'grade.html'];
 export function resolveSubmission(submission: string): { modules: string[]; outDir: string } {
   const full = path.resolve(submission);
   if (!existsSync(full)) {
-    throw new Error(`\`submission\` must be a workspace folder or a .ts file; ${full} does not exist.`);
+    throw new Error(
+      `\`submission\` must be a workspace folder or a .ts file; ${full} does not exist.`,
+    );
   }
   if (statSync(full).isFile()) return { modules: [full], outDir: process.cwd() };
   const modules = ['blocks.ts', 'resnet50.ts']
@@ -127,7 +129,8 @@ export async function gradeSubmission(options: GradeOptions): Promise<GradeRepor
   const print = options.print ?? ((line: string) => console.log(line));
   const backend = options.backend ?? process.env.RESNET_BACKEND ?? 'cpu';
 
-  const protectedFiles = [...listFiles(referenceDir), ...(options.hidden ? [path.resolve(options.hidden)] : [])];
+  const protectedFiles = listFiles(referenceDir);
+  if (options.hidden) protectedFiles.push(path.resolve(options.hidden));
   const references = snapshot(protectedFiles);
   const gradeFiles = GRADE_FILES.map((f) => path.join(outDir, f));
 
@@ -151,7 +154,7 @@ export async function gradeSubmission(options: GradeOptions): Promise<GradeRepor
 
     let result: ExerciseResult;
     if (touched.length > 0) {
-      const names = touched.map((f) => path.relative(process.cwd(), f) || f).join(', ');
+      const names = touched.map(shortPath).join(', ');
       result = failExercise(
         exercise,
         cases,
@@ -195,9 +198,15 @@ export async function gradeSubmission(options: GradeOptions): Promise<GradeRepor
   for (const r of results) exerciseLines(r).forEach((line) => print(line));
   print(
     `[grade] ${report.points}/${report.maximum} points; grade.json and grade.html are in ` +
-      `${path.relative(process.cwd(), outDir) || '.'}`,
+      `${shortPath(outDir) || '.'}`,
   );
   return report;
+}
+
+/** A path relative to the current directory when inside it, else absolute. */
+function shortPath(file: string): string {
+  const rel = path.relative(process.cwd(), file);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : file;
 }
 
 /** ResNet50 is built from the learner's blocks: say so when those fail too. */

@@ -40,8 +40,8 @@ const WATCH_INTERVAL_MS = 100;
 function tsxLoader(graderRoot: string): string {
   const require = createRequire(path.join(graderRoot, 'package.json'));
   const manifest = require.resolve('tsx/package.json');
-  const exports = (JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, unknown> })
-    .exports['.'];
+  const pkg = JSON.parse(readFileSync(manifest, 'utf8')) as { exports: Record<string, unknown> };
+  const exports = pkg.exports['.'];
   return pathToFileURL(path.join(path.dirname(manifest), String(exports))).href;
 }
 
@@ -78,7 +78,12 @@ export function runChild(job: ChildJob, limits: ChildLimits, exercise: string): 
   delete env.NODE_OPTIONS;
   const child = spawn(
     process.execPath,
-    [`--max-old-space-size=${limits.maxOldSpaceMb}`, '--import', tsxLoader(job.graderRoot), childFile],
+    [
+      `--max-old-space-size=${limits.maxOldSpaceMb}`,
+      '--import',
+      tsxLoader(job.graderRoot),
+      childFile,
+    ],
     {
       cwd,
       env,

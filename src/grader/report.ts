@@ -114,9 +114,11 @@ export function reportHtml(report: GradeReport): string {
 <html lang="en"><head><meta charset="utf-8">
 <title>Residual Networks: grade ${report.points}/${report.maximum}</title>
 <style>
-body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }
+body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto;
+  padding: 0 1rem; }
 table { border-collapse: collapse; width: 100%; }
-td, th { border-bottom: 1px solid #ddd; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+td, th { border-bottom: 1px solid #ddd; padding: .3rem .5rem; text-align: left;
+  vertical-align: top; }
 .num { white-space: nowrap; }
 .pass { color: #1a7f37; } .fail { color: #b3261e; }
 tr.pass td:nth-child(4) { color: #555; }

@@ -89,7 +89,8 @@ export function compareTable(table: ModelTable, ref: LayerTableReference): strin
   if (first < 0 && table.rows.length === ref.layers.length) return '';
   const parts: string[] = [];
   if (table.rows.length !== ref.layers.length) {
-    parts.push(`your model has ${table.rows.length} layers; the course's has ${ref.layers.length}.`);
+    const [mine, theirs] = [table.rows.length, ref.layers.length];
+    parts.push(`your model has ${mine} layers; the course's has ${theirs}.`);
   }
   const cause = likelyCause(table, ref);
   if (cause) parts.push(cause);
