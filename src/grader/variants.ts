@@ -5,6 +5,12 @@
  * `Requirements/reference/blocks.json` (test/grader.test.ts checks that);
  * with one on they give the output of that mistake, which the diagnosis
  * compares with a learner's output to name the mistake exactly.
+ *
+ * Known shortcoming: this module ships in the learner workspace (the
+ * notebook checks need it for the fresh cases and the diagnosis), so a
+ * learner can read the block's arithmetic here. Fix: have release:student
+ * precompute the fixed-seed expected outputs and variant outputs into a JSON
+ * file and ship a lookup in place of this module.
  */
 import * as tf from '@tensorflow/tfjs';
 
