@@ -4,19 +4,29 @@
  * table). Run through npm: `npm run train -- --epochs 2`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { BackendName, initBackend, parseBackendName } from './backend/index.js';
 import { loadSigns } from './data/signs.js';
-import { ArgumentError } from './errors.js';
+import { CHECKPOINT_DIR, readCheckpointState, restoreCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { ArgumentError, TrainingError } from './errors.js';
 import { loadModel, MODEL_JSON, saveModel, writeFileAtomic } from './io.js';
 import { findProjectRoot } from './paths.js';
 import { epochLine, evaluationLines, ProgressPrinter } from './progress.js';
 import { ResNet50 } from './resnet50.js';
 import { printSummary } from './summary.js';
-import { COURSE_RECIPE, evaluate, train } from './train.js';
+import {
+  compileForRecipe,
+  parseRecipeName,
+  Recipe,
+  RecipeName,
+  RECIPES,
+  recalibrateBatchNorm,
+  trainOptionsFor,
+} from './recipes.js';
+import { evaluate, History, train } from './train.js';
 
 const USAGE = `Usage: npm run <command> -- [flags]   (or: npx tsx src/cli.ts <command> [flags])
 
@@ -26,15 +36,17 @@ Commands:
   summary    print ResNet50's layer table
 
 Flags:
-  --epochs N           passes over the training set (default ${COURSE_RECIPE.epochs})
-  --batch-size N       examples per step (default ${COURSE_RECIPE.batchSize})
-  --learning-rate X    Adam's learning rate (default ${COURSE_RECIPE.learningRate})
+  --recipe NAME        course (the course's recipe, default) or improved
+  --epochs N           passes over the training set (default: the recipe's, 10)
+  --batch-size N       examples per step (default: the recipe's, 32)
+  --learning-rate X    Adam's (peak) learning rate (default: the recipe's)
   --seed N             seed of the weights and of the example order (default 0)
   --limit N            use only the first N examples of each split (quick runs)
   --backend NAME       auto, gpu, node, wasm or cpu (default: RESNET_BACKEND, else auto)
   --data DIR           folder with train_signs.h5 and test_signs.h5
                        (default Requirements/datasets)
   --out DIR            run folder to write (default runs/<date-time>)
+  --resume DIR         continue an interrupted run from its last checkpoint
   --model DIR          (evaluate) a model folder, or a run folder holding model/
   --help               this text`;
 
@@ -48,6 +60,8 @@ const OPTIONS = {
   data: { type: 'string' },
   out: { type: 'string' },
   model: { type: 'string' },
+  recipe: { type: 'string' },
+  resume: { type: 'string' },
   help: { type: 'boolean' },
 } as const;
 
@@ -88,28 +102,83 @@ async function startBackend(flags: Flags): Promise<BackendName> {
   return choice.name;
 }
 
+/** The settings a run starts with; a resumed run keeps them. */
+interface RunSettings {
+  recipe: RecipeName;
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  seed: number;
+  limit: number | null;
+}
+
+const RUN_FLAGS = ['recipe', 'epochs', 'batch-size', 'learning-rate', 'seed', 'limit'] as const;
+
+function settingsFromFlags(flags: Flags): RunSettings {
+  const recipe = RECIPES[parseRecipeName(flags.recipe)];
+  return {
+    recipe: recipe.name,
+    epochs: integerFlag(flags, 'epochs', 1) ?? recipe.epochs,
+    batchSize: integerFlag(flags, 'batch-size', 1) ?? recipe.batchSize,
+    learningRate: numberFlag(flags, 'learning-rate') ?? recipe.learningRate,
+    seed: integerFlag(flags, 'seed', 0) ?? 0,
+    limit: integerFlag(flags, 'limit', 1) ?? null,
+  };
+}
+
+/** Fails before any training if `dir` cannot be written, rather than after it. */
+function ensureWritable(dir: string): void {
+  const probe = path.join(dir, `.write-test-${process.pid}`);
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(probe, '');
+    rmSync(probe);
+  } catch (error) {
+    throw new TrainingError(
+      `Cannot write the run folder ${dir} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): ` +
+        'choose another with --out.',
+    );
+  }
+}
+
 async function commandTrain(flags: Flags): Promise<number> {
-  const epochs = integerFlag(flags, 'epochs', 1) ?? COURSE_RECIPE.epochs;
-  const batchSize = integerFlag(flags, 'batch-size', 1) ?? COURSE_RECIPE.batchSize;
-  const learningRate = numberFlag(flags, 'learning-rate') ?? COURSE_RECIPE.learningRate;
-  const seed = integerFlag(flags, 'seed', 0) ?? 0;
-  const limit = integerFlag(flags, 'limit', 1);
-  const outDir = path.resolve(flags.out ?? path.join(findProjectRoot(), 'runs', timestamp()));
+  let outDir: string;
+  let settings: RunSettings;
+  if (flags.resume !== undefined) {
+    const given = RUN_FLAGS.filter((name) => flags[name] !== undefined);
+    if (given.length > 0) {
+      throw new ArgumentError(
+        `--${given[0]}`,
+        'left out with --resume (a resumed run keeps the settings it started with)',
+        flags[given[0]],
+      );
+    }
+    outDir = path.resolve(flags.resume);
+    settings = readCheckpointState(outDir).settings as unknown as RunSettings;
+  } else {
+    settings = settingsFromFlags(flags);
+    outDir = path.resolve(flags.out ?? path.join(findProjectRoot(), 'runs', timestamp()));
+  }
+  const recipe: Recipe = {
+    ...RECIPES[settings.recipe],
+    epochs: settings.epochs,
+    batchSize: settings.batchSize,
+    learningRate: settings.learningRate,
+  };
+  const { seed, batchSize } = settings;
+  ensureWritable(outDir);
 
   const backend = await startBackend(flags);
-  const data = loadSigns(flags.data, { limit });
+  const data = loadSigns(flags.data, { limit: settings.limit ?? undefined });
   const printer = new ProgressPrinter();
   printer.line(
     `[data] ${data.xTrain.shape[0]} training and ${data.xTest.shape[0]} test images` +
-      (limit ? ` (--limit ${limit})` : ''),
-  );
-  printer.line(
-    `[train] ResNet50, ${epochs} epochs, batch ${batchSize}, Adam ${learningRate}, seed ${seed}; ` +
-      `run folder ${outDir}`,
+      (settings.limit ? ` (--limit ${settings.limit})` : ''),
   );
 
   // First Ctrl-C: finish the step in flight, then evaluate and save what was
-  // trained. Second Ctrl-C: quit at once.
+  // trained. Second Ctrl-C: quit at once. Either way the checkpoint of the
+  // last complete epoch stays for --resume.
   let stopRequested = false;
   const onSigint = () => {
     if (stopRequested) process.exit(130);
@@ -119,19 +188,60 @@ async function commandTrain(flags: Flags): Promise<number> {
   process.on('SIGINT', onSigint);
 
   const model = ResNet50({ inputShape: [64, 64, 3], classes: data.classes.length, seed });
+  compileForRecipe(model, recipe);
   const started = new Date();
   try {
-    const history = await train(model, data.xTrain, data.yTrain, {
-      epochs,
-      batchSize,
-      learningRate,
-      seed,
-      onBatch: (p) => printer.batch(p),
-      onEpoch: (r) => printer.line(epochLine(r, epochs)),
-      shouldStop: () => stopRequested,
-    });
+    let startEpoch = 0;
+    let previous: History | undefined;
+    if (flags.resume !== undefined) {
+      const state = await restoreCheckpoint(outDir, model);
+      startEpoch = state.epoch;
+      previous = state.history;
+      printer.line(`[resume] ${outDir}: ${startEpoch} of ${recipe.epochs} epochs done`);
+    }
+    printer.line(
+      `[train] ResNet50, recipe ${recipe.name} (${recipe.description}); ${recipe.epochs} epochs, ` +
+        `batch ${batchSize}, learning rate ${recipe.learningRate}, seed ${seed}; run folder ${outDir}`,
+    );
+
+    let checkpointEpoch = startEpoch;
+    let history: History;
+    try {
+      history = await train(model, data.xTrain, data.yTrain, {
+        ...trainOptionsFor(recipe, data.xTrain.shape[0]),
+        seed,
+        startEpoch,
+        history: previous,
+        onBatch: (p) => printer.batch(p),
+        onEpoch: async (record, soFar) => {
+          printer.line(epochLine(record, recipe.epochs));
+          await writeCheckpoint(outDir, model, {
+            epoch: record.epoch,
+            settings: settings as unknown as Record<string, unknown>,
+            history: soFar,
+          });
+          checkpointEpoch = record.epoch;
+        },
+        shouldStop: () => stopRequested,
+      });
+    } catch (error) {
+      if (error instanceof TrainingError && checkpointEpoch > 0) {
+        throw new TrainingError(
+          `${error.message} The checkpoint of epoch ${checkpointEpoch} is intact in ` +
+            `${path.join(outDir, CHECKPOINT_DIR)}.`,
+        );
+      }
+      throw error;
+    }
+
     if (history.interrupted) {
-      printer.line(`[train] interrupted after ${history.epochs.length} complete epochs`);
+      printer.line(
+        `[train] interrupted; the checkpoint holds ${checkpointEpoch} complete epochs. ` +
+          `Continue with: npm run train -- --resume ${outDir}`,
+      );
+    } else if (recipe.recalibrateBatchNorm) {
+      printer.line('[batchnorm] re-estimating the moving statistics over the training set');
+      await recalibrateBatchNorm(model, data.xTrain, batchSize);
     }
 
     const evaluation = await evaluate(model, data.xTest, data.yTest, { batchSize });
@@ -148,12 +258,15 @@ async function commandTrain(flags: Flags): Promise<number> {
       JSON.stringify(
         {
           model: 'ResNet50',
+          ...settings,
+          recipeDescription: recipe.description,
           backend,
           started: started.toISOString(),
           finished: new Date().toISOString(),
-          limit: limit ?? null,
+          resumedFromEpoch: flags.resume !== undefined ? startEpoch : null,
           trainExamples: data.xTrain.shape[0],
           testExamples: data.xTest.shape[0],
+          epochsDone: history.epochs.length,
           interrupted: history.interrupted,
           testAccuracy: evaluation.accuracy,
           tfjs: tf.version.tfjs,

@@ -21,8 +21,19 @@ export interface TrainOptions {
   seed?: number;
   /** Called after every step with the running figures of the epoch. */
   onBatch?: (progress: BatchProgress) => void;
-  /** Called after every epoch. */
-  onEpoch?: (record: EpochRecord) => void;
+  /**
+   * Called after every epoch, and awaited (a checkpoint can be written here
+   * before the next epoch starts).
+   */
+  onEpoch?: (record: EpochRecord, history: History) => void | Promise<void>;
+  /** Epochs already done (when resuming). Defaults to 0. */
+  startEpoch?: number;
+  /** The history of those epochs (when resuming). */
+  history?: History;
+  /** The learning rate of each step, 0-based over the whole run. Defaults to constant. */
+  learningRateAt?: (step: number) => number;
+  /** Makes an augmented copy of a batch; `seed` is fixed by run seed, epoch and step. */
+  augment?: (x: tf.Tensor4D, seed: number) => tf.Tensor4D;
   /**
    * Asked before every step; returning true ends training after the step in
    * flight (the history then says `interrupted`). For Ctrl-C.
@@ -133,16 +144,19 @@ export async function train(
     );
   }
   if (!model.optimizer) compileForTraining(model, learningRate);
+  const startEpoch = options.startEpoch ?? 0;
+  if (!(Number.isInteger(startEpoch) && startEpoch >= 0 && startEpoch <= epochs)) {
+    throw new ArgumentError('startEpoch', `an integer from 0 to ${epochs}`, startEpoch);
+  }
 
   const n = x.shape[0];
   const batches = Math.ceil(n / batchSize);
-  const history: History = {
-    epochs: [],
-    interrupted: false,
-    options: { epochs, batchSize, learningRate, seed },
-  };
+  const history: History = options.history
+    ? { ...options.history, epochs: [...options.history.epochs], interrupted: false }
+    : { epochs: [], interrupted: false, options: { epochs, batchSize, learningRate, seed } };
+  const optimizer = model.optimizer as unknown as { learningRate: number };
 
-  for (let epoch = 1; epoch <= epochs; epoch++) {
+  for (let epoch = startEpoch + 1; epoch <= epochs; epoch++) {
     // A new order every epoch, reproducible from the seed alone.
     const order = shuffledIndices(n, seed * 1000 + epoch);
     const start = performance.now();
@@ -160,10 +174,15 @@ export async function train(
         return history;
       }
       const idx = order.subarray(b * batchSize, Math.min(n, (b + 1) * batchSize));
+      const step = (epoch - 1) * batches + b;
       const [xb, yb] = tf.tidy(() => {
         const indices = tf.tensor1d(idx, 'int32');
-        return [tf.gather(x, indices), tf.gather(y, indices)];
+        const images = tf.gather(x, indices) as tf.Tensor4D;
+        return [options.augment ? options.augment(images, seed * 1_000_003 + step) : images, tf.gather(y, indices)];
       });
+      // Adam reads its learning rate at every step, so a schedule is a plain
+      // assignment before it.
+      if (options.learningRateAt) optimizer.learningRate = options.learningRateAt(step);
       let result: number | number[];
       try {
         result = await model.trainOnBatch(xb, yb);
@@ -203,7 +222,7 @@ export async function train(
       imagesPerSecond: seen / seconds,
     };
     history.epochs.push(record);
-    options.onEpoch?.(record);
+    await options.onEpoch?.(record, history);
   }
   return history;
 }

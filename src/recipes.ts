@@ -1,0 +1,179 @@
+/**
+ * Training recipes: the course's, kept as it is, and an improved one that
+ * generalises better in the same compute budget (10 epochs over the 1080
+ * training images).
+ *
+ * Why the course's recipe tests badly: BatchNorm normalises with the batch's
+ * statistics while training but with its moving averages at test time, and
+ * at momentum 0.99 those averages remember about the last hundred steps of
+ * weights that were changing fast. After 340 steps they still lag the
+ * network, so a model that is 94% right on training batches can be far worse
+ * in inference mode. A lower momentum, or re-estimating the statistics over
+ * the training set once training ends, removes the lag.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+import { augmentBatch } from './augment.js';
+import { ArgumentError } from './errors.js';
+import { COURSE_RECIPE, TrainOptions } from './train.js';
+
+export const RECIPE_NAMES = ['course', 'improved'] as const;
+export type RecipeName = (typeof RECIPE_NAMES)[number];
+
+export interface Recipe {
+  name: RecipeName;
+  description: string;
+  epochs: number;
+  batchSize: number;
+  /** Adam's (peak) learning rate. */
+  learningRate: number;
+  /** Constant, or cosine decay to zero after a linear warm-up. */
+  schedule: 'constant' | 'cosine';
+  /** Steps of linear warm-up, as a fraction of the run (cosine only). */
+  warmupFraction: number;
+  /** BatchNorm's momentum for its moving statistics (Keras's default 0.99). */
+  batchNormMomentum: number;
+  /** Label smoothing: the target puts this much mass evenly on all classes. */
+  labelSmoothing: number;
+  /** Shift, zoom, mirror and brightness jitter of training images. */
+  augment: boolean;
+  /** Re-estimate BatchNorm's statistics over the training set after training. */
+  recalibrateBatchNorm: boolean;
+}
+
+export const RECIPES: Record<RecipeName, Recipe> = {
+  course: {
+    name: 'course',
+    description: "the course's: constant learning rate, BatchNorm momentum 0.99, no augmentation",
+    ...COURSE_RECIPE,
+    schedule: 'constant',
+    warmupFraction: 0,
+    batchNormMomentum: 0.99,
+    labelSmoothing: 0,
+    augment: false,
+    recalibrateBatchNorm: false,
+  },
+  improved: {
+    name: 'improved',
+    description:
+      'warm-up then cosine decay, BatchNorm momentum 0.9 and statistics re-estimated ' +
+      'after training, light augmentation, label smoothing 0.1',
+    epochs: 10,
+    batchSize: 32,
+    learningRate: 0.001,
+    schedule: 'cosine',
+    warmupFraction: 0.05,
+    batchNormMomentum: 0.9,
+    labelSmoothing: 0.1,
+    augment: true,
+    recalibrateBatchNorm: true,
+  },
+};
+
+/** Reads a recipe name (`--recipe`). */
+export function parseRecipeName(value: string | undefined): RecipeName {
+  if (value === undefined) return 'course';
+  if ((RECIPE_NAMES as readonly string[]).includes(value)) return value as RecipeName;
+  throw new ArgumentError('--recipe', `one of ${RECIPE_NAMES.join(', ')}`, value);
+}
+
+function batchNormLayers(model: tf.LayersModel): tf.layers.Layer[] {
+  return model.layers.filter((l) => l.getClassName() === 'BatchNormalization');
+}
+
+/** Sets the momentum of every BatchNormalization layer of `model`. */
+export function setBatchNormMomentum(model: tf.LayersModel, momentum: number): void {
+  if (!(momentum >= 0 && momentum < 1)) {
+    throw new ArgumentError('momentum', 'a number in [0, 1)', momentum);
+  }
+  // tfjs-layers reads `momentum` at every training call and has no setter.
+  for (const layer of batchNormLayers(model)) (layer as unknown as { momentum: number }).momentum = momentum;
+}
+
+/** Categorical cross-entropy against labels smoothed towards uniform. */
+function smoothedCrossEntropy(smoothing: number) {
+  return function smoothedCategoricalCrossentropy(yTrue: tf.Tensor, yPred: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const classes = yTrue.shape[yTrue.rank - 1] as number;
+      const target = yTrue.mul(1 - smoothing).add(smoothing / classes);
+      return tf.metrics.categoricalCrossentropy(target, yPred);
+    });
+  };
+}
+
+/**
+ * Readies a freshly built model for a recipe: BatchNorm momentum, Adam at the
+ * recipe's learning rate, the loss (with label smoothing if any), accuracy.
+ */
+export function compileForRecipe(model: tf.LayersModel, recipe: Recipe): void {
+  setBatchNormMomentum(model, recipe.batchNormMomentum);
+  model.compile({
+    optimizer: tf.train.adam(recipe.learningRate),
+    loss:
+      recipe.labelSmoothing > 0
+        ? smoothedCrossEntropy(recipe.labelSmoothing)
+        : 'categoricalCrossentropy',
+    metrics: ['accuracy'],
+  });
+}
+
+/** The learning rate at each step (0-based) of a run of `totalSteps`. */
+export function learningRateSchedule(recipe: Recipe, totalSteps: number): (step: number) => number {
+  if (recipe.schedule === 'constant') return () => recipe.learningRate;
+  const warmup = Math.round(recipe.warmupFraction * totalSteps);
+  return (step) => {
+    if (step < warmup) return (recipe.learningRate * (step + 1)) / warmup;
+    const progress = (step - warmup) / Math.max(1, totalSteps - warmup);
+    return 0.5 * recipe.learningRate * (1 + Math.cos(Math.PI * progress));
+  };
+}
+
+/** The `train` options that carry out a recipe (besides compiling). */
+export function trainOptionsFor(recipe: Recipe, examples: number): TrainOptions {
+  const totalSteps = recipe.epochs * Math.ceil(examples / recipe.batchSize);
+  return {
+    epochs: recipe.epochs,
+    batchSize: recipe.batchSize,
+    learningRate: recipe.learningRate,
+    learningRateAt: learningRateSchedule(recipe, totalSteps),
+    augment: recipe.augment ? (x, seed) => augmentBatch(x, seed) : undefined,
+  };
+}
+
+/**
+ * Re-estimates every BatchNorm layer's moving mean and variance as the plain
+ * average of its batch statistics over `x`, with the weights fixed: the
+ * statistics of the network as it is, not a lagging mix of earlier ones.
+ *
+ * tfjs-layers updates the moving statistics only in a training call, and
+ * `predict` never makes one, so for the duration each BatchNorm layer is told
+ * it is training; the cumulative average comes from a momentum of k/(k+1) at
+ * the k-th batch.
+ */
+export async function recalibrateBatchNorm(
+  model: tf.LayersModel,
+  x: tf.Tensor,
+  batchSize = 32,
+): Promise<void> {
+  type Callable = { call: (inputs: unknown, kwargs: Record<string, unknown>) => unknown; momentum: number };
+  const layers = batchNormLayers(model) as unknown as Callable[];
+  const saved = layers.map((l) => ({ call: l.call, momentum: l.momentum }));
+  layers.forEach((layer, i) => {
+    layer.call = (inputs, kwargs) => saved[i].call.call(layer, inputs, { ...kwargs, training: true });
+  });
+  try {
+    const n = x.shape[0];
+    for (let start = 0, k = 0; start < n; start += batchSize, k++) {
+      for (const layer of layers) layer.momentum = k / (k + 1);
+      tf.tidy(() => {
+        model.predict(x.slice(start, Math.min(batchSize, n - start)));
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  } finally {
+    layers.forEach((layer, i) => {
+      delete (layer as Partial<Callable>).call; // back to the class's own method
+      layer.momentum = saved[i].momentum;
+    });
+  }
+}
