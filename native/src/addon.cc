@@ -1,0 +1,947 @@
+// The native half of the `onednn` TensorFlow.js backend (src/backend/onednn.ts).
+//
+// Every function works in place on memory the caller owns: the inputs and the
+// outputs are Float32Arrays allocated by the JavaScript side (the CPU
+// backend's own storage), so no tensor is copied between JavaScript and C++.
+// Activations stay NHWC; convolution weights arrive in TensorFlow's HWIO
+// layout and are reordered into whatever blocked layout oneDNN picks.
+//
+// Creating a oneDNN primitive costs far more than running it on these small
+// images, so each one is built once per shape and kept in a cache keyed by
+// its parameters. The memory this file allocates itself (the shared
+// scratchpad, reordered weights, pooling workspaces) is counted, so a test can
+// check that nothing grows from one training step to the next.
+#include <napi.h>
+#include <omp.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using dnnl::algorithm;
+using dnnl::memory;
+using dnnl::prop_kind;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+dnnl::stream& Stream() {
+  static dnnl::stream stream(Engine());
+  return stream;
+}
+
+// ---------------------------------------------------------------------------
+// Counted native memory.
+
+struct Stats {
+  int64_t bytes = 0;
+  int64_t buffers = 0;
+  int64_t primitives = 0;
+};
+Stats stats;
+
+// A 64-byte aligned buffer that only grows; its bytes are counted in `stats`.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { Release(); }
+
+  void* Ensure(size_t bytes) {
+    if (bytes <= bytes_) return data_;
+    Release();
+    size_t rounded = (bytes + 63) / 64 * 64;
+    data_ = std::aligned_alloc(64, rounded);
+    if (data_ == nullptr) throw std::bad_alloc();
+    bytes_ = rounded;
+    stats.bytes += static_cast<int64_t>(rounded);
+    stats.buffers += 1;
+    return data_;
+  }
+
+  void Release() {
+    if (data_ == nullptr) return;
+    std::free(data_);
+    stats.bytes -= static_cast<int64_t>(bytes_);
+    stats.buffers -= 1;
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+
+  void* data() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// One scratchpad shared by every primitive (they run one at a time), sized to
+// the largest asked for. User-managed so that its size is counted.
+Buffer scratchpad;
+
+memory Scratchpad(const memory::desc& md) {
+  return memory(md, Engine(), scratchpad.Ensure(std::max<size_t>(md.get_size(), 64)));
+}
+
+dnnl::primitive_attr ScratchAttr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// Primitive caches: built once per shape key, kept for the process's life.
+template <typename T>
+using Cache = std::unordered_map<std::string, std::unique_ptr<T>>;
+
+template <typename T, typename Make>
+T& Cached(Cache<T>& cache, const std::string& key, Make make) {
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+  auto entry = make();
+  T& ref = *entry;
+  cache.emplace(key, std::move(entry));
+  stats.primitives += 1;
+  return ref;
+}
+
+std::string Key(const char* kind, const std::vector<int64_t>& values) {
+  std::string key(kind);
+  for (int64_t v : values) {
+    key += ',';
+    key += std::to_string(v);
+  }
+  return key;
+}
+
+// ---------------------------------------------------------------------------
+// Argument helpers.
+
+float* F32(const Napi::Value& value, const char* name) {
+  if (!value.IsTypedArray() ||
+      value.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throw Napi::TypeError::New(value.Env(), std::string("`") + name + "` must be a Float32Array");
+  }
+  return value.As<Napi::Float32Array>().Data();
+}
+
+float* OptionalF32(const Napi::Value& value, const char* name) {
+  if (value.IsNull() || value.IsUndefined()) return nullptr;
+  return F32(value, name);
+}
+
+size_t Length(const Napi::Value& value) { return value.As<Napi::Float32Array>().ElementLength(); }
+
+std::vector<int64_t> Ints(const Napi::Value& value, size_t count, const char* name) {
+  if (!value.IsArray() || value.As<Napi::Array>().Length() != count) {
+    throw Napi::TypeError::New(value.Env(), std::string("`") + name + "` must be an array of " +
+                                                std::to_string(count) + " integers");
+  }
+  auto array = value.As<Napi::Array>();
+  std::vector<int64_t> out(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    out[i] = array.Get(i).As<Napi::Number>().Int64Value();
+  }
+  return out;
+}
+
+void Check(const Napi::Env& env, bool ok, const std::string& message) {
+  if (!ok) throw Napi::RangeError::New(env, message);
+}
+
+// Wraps a function so oneDNN's errors reach JavaScript as exceptions.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
+  try {
+    return F(info);
+  } catch (const dnnl::error& e) {
+    throw Napi::Error::New(info.Env(), std::string("oneDNN: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(info.Env(), "oneDNN backend: out of memory");
+  }
+}
+
+// Below this many elements an OpenMP region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 15;
+
+// ---------------------------------------------------------------------------
+// Convolution. `p` holds, in order:
+//   n, h, w, c, kh, kw, o, oh, ow, sh, sw, padTop, padLeft, padBottom,
+//   padRight, dilationH, dilationW (TensorFlow's dilation: 1 means none).
+
+struct ConvShape {
+  memory::dims src, weights, dst, bias, strides, dilates, padL, padR;
+  explicit ConvShape(const std::vector<int64_t>& p)
+      : src{p[0], p[3], p[1], p[2]},
+        weights{p[6], p[3], p[4], p[5]},
+        dst{p[0], p[6], p[7], p[8]},
+        bias{p[6]},
+        strides{p[9], p[10]},
+        dilates{p[15] - 1, p[16] - 1},
+        padL{p[11], p[12]},
+        padR{p[13], p[14]} {}
+};
+
+constexpr size_t kConvParams = 17;
+
+dnnl::convolution_forward::primitive_desc ConvForwardDesc(const ConvShape& s, bool bias,
+                                                          bool relu, prop_kind prop) {
+  memory::desc src(s.src, dt::f32, tag::nhwc);
+  memory::desc weights(s.weights, dt::f32, tag::any);
+  memory::desc dst(s.dst, dt::f32, tag::nhwc);
+  dnnl::primitive_attr attr = ScratchAttr();
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  auto make = [&](const memory::desc& b) {
+    dnnl::convolution_forward::desc d(prop, algorithm::convolution_direct, src, weights, b, dst,
+                                      s.strides, s.dilates, s.padL, s.padR);
+    return dnnl::convolution_forward::primitive_desc(d, attr, Engine());
+  };
+  return make(bias ? memory::desc(s.bias, dt::f32, tag::x) : memory::desc());
+}
+
+// Reordered weights live only while one primitive runs, so every primitive
+// shares one buffer for them (and one for weight gradients on their way out).
+Buffer weightsScratch;
+Buffer weightGradScratch;
+
+// Weights in the primitive's layout: reordered from HWIO on every call (the
+// weights change every training step, and the reorder is small next to the
+// convolution at these batch sizes).
+struct WeightsIn {
+  memory::desc user;
+  memory::desc wanted;
+  bool reorder = false;
+  dnnl::reorder prim;
+
+  void Init(const memory::dims& dims, const memory::desc& want) {
+    user = memory::desc(dims, dt::f32, tag::hwio);
+    wanted = want;
+    reorder = user != wanted;
+    if (reorder) prim = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), user, Engine(), wanted));
+  }
+
+  memory Get(float* data) {
+    memory src(user, Engine(), data);
+    if (!reorder) return src;
+    memory dst(wanted, Engine(), weightsScratch.Ensure(wanted.get_size()));
+    prim.execute(Stream(), src, dst);
+    return dst;
+  }
+};
+
+struct ConvForward {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  WeightsIn weights;
+};
+Cache<ConvForward> convForwardCache;
+
+// conv2dForward(x, filter, bias | null, y, params, relu)
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  float* x = F32(info[0], "x");
+  float* filter = F32(info[1], "filter");
+  float* bias = OptionalF32(info[2], "bias");
+  float* y = F32(info[3], "y");
+  auto p = Ints(info[4], kConvParams, "params");
+  bool relu = info[5].ToBoolean();
+  ConvShape s(p);
+  Check(env, Length(info[0]) == size_t(p[0] * p[1] * p[2] * p[3]), "conv2dForward: x size");
+  Check(env, Length(info[3]) == size_t(p[0] * p[7] * p[8] * p[6]), "conv2dForward: y size");
+  auto values = p;
+  values.push_back(bias != nullptr);
+  values.push_back(relu);
+  auto& e = Cached(convForwardCache, Key("convF", values), [&] {
+    auto entry = std::make_unique<ConvForward>();
+    entry->pd = ConvForwardDesc(s, bias != nullptr, relu, prop_kind::forward_inference);
+    entry->prim = dnnl::convolution_forward(entry->pd);
+    entry->weights.Init(s.weights, entry->pd.weights_desc());
+    return entry;
+  });
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, memory(e.pd.src_desc(), Engine(), x)},
+      {DNNL_ARG_WEIGHTS, e.weights.Get(filter)},
+      {DNNL_ARG_DST, memory(e.pd.dst_desc(), Engine(), y)},
+      {DNNL_ARG_SCRATCHPAD, Scratchpad(e.pd.scratchpad_desc())},
+  };
+  if (bias != nullptr) args[DNNL_ARG_BIAS] = memory(e.pd.bias_desc(), Engine(), bias);
+  e.prim.execute(Stream(), args);
+  return env.Undefined();
+}
+
+struct ConvBackwardData {
+  dnnl::convolution_backward_data::primitive_desc pd;
+  dnnl::convolution_backward_data prim;
+  WeightsIn weights;
+};
+Cache<ConvBackwardData> convBackwardDataCache;
+
+// conv2dBackwardData(dy, filter, dx, params)
+Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  float* dy = F32(info[0], "dy");
+  float* filter = F32(info[1], "filter");
+  float* dx = F32(info[2], "dx");
+  auto p = Ints(info[3], kConvParams, "params");
+  ConvShape s(p);
+  Check(env, Length(info[2]) == size_t(p[0] * p[1] * p[2] * p[3]), "conv2dBackwardData: dx size");
+  Check(env, Length(info[0]) == size_t(p[0] * p[7] * p[8] * p[6]), "conv2dBackwardData: dy size");
+  auto& e = Cached(convBackwardDataCache, Key("convBD", p), [&] {
+    auto entry = std::make_unique<ConvBackwardData>();
+    auto hint = ConvForwardDesc(s, false, false, prop_kind::forward_training);
+    dnnl::convolution_backward_data::desc d(
+        algorithm::convolution_direct, memory::desc(s.src, dt::f32, tag::nhwc),
+        memory::desc(s.weights, dt::f32, tag::any), memory::desc(s.dst, dt::f32, tag::nhwc),
+        s.strides, s.dilates, s.padL, s.padR);
+    entry->pd = dnnl::convolution_backward_data::primitive_desc(d, ScratchAttr(), Engine(), hint);
+    entry->prim = dnnl::convolution_backward_data(entry->pd);
+    entry->weights.Init(s.weights, entry->pd.weights_desc());
+    return entry;
+  });
+  e.prim.execute(Stream(), {
+                               {DNNL_ARG_DIFF_DST, memory(e.pd.diff_dst_desc(), Engine(), dy)},
+                               {DNNL_ARG_WEIGHTS, e.weights.Get(filter)},
+                               {DNNL_ARG_DIFF_SRC, memory(e.pd.diff_src_desc(), Engine(), dx)},
+                               {DNNL_ARG_SCRATCHPAD, Scratchpad(e.pd.scratchpad_desc())},
+                           });
+  return env.Undefined();
+}
+
+struct ConvBackwardWeights {
+  dnnl::convolution_backward_weights::primitive_desc pd;
+  dnnl::convolution_backward_weights prim;
+  memory::desc user;
+  bool reorder = false;
+  dnnl::reorder back;
+};
+Cache<ConvBackwardWeights> convBackwardWeightsCache;
+
+// conv2dBackwardFilter(x, dy, dfilter, params)
+Napi::Value Conv2dBackwardFilter(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  float* x = F32(info[0], "x");
+  float* dy = F32(info[1], "dy");
+  float* dw = F32(info[2], "dfilter");
+  auto p = Ints(info[3], kConvParams, "params");
+  ConvShape s(p);
+  Check(env, Length(info[0]) == size_t(p[0] * p[1] * p[2] * p[3]), "conv2dBackwardFilter: x size");
+  Check(env, Length(info[1]) == size_t(p[0] * p[7] * p[8] * p[6]), "conv2dBackwardFilter: dy size");
+  Check(env, Length(info[2]) == size_t(p[4] * p[5] * p[3] * p[6]),
+        "conv2dBackwardFilter: dfilter size");
+  auto& e = Cached(convBackwardWeightsCache, Key("convBW", p), [&] {
+    auto entry = std::make_unique<ConvBackwardWeights>();
+    auto hint = ConvForwardDesc(s, false, false, prop_kind::forward_training);
+    dnnl::convolution_backward_weights::desc d(
+        algorithm::convolution_direct, memory::desc(s.src, dt::f32, tag::nhwc),
+        memory::desc(s.weights, dt::f32, tag::any), memory::desc(s.dst, dt::f32, tag::nhwc),
+        s.strides, s.dilates, s.padL, s.padR);
+    entry->pd =
+        dnnl::convolution_backward_weights::primitive_desc(d, ScratchAttr(), Engine(), hint);
+    entry->prim = dnnl::convolution_backward_weights(entry->pd);
+    entry->user = memory::desc(s.weights, dt::f32, tag::hwio);
+    entry->reorder = entry->user != entry->pd.diff_weights_desc();
+    if (entry->reorder) {
+      entry->back = dnnl::reorder(dnnl::reorder::primitive_desc(
+          Engine(), entry->pd.diff_weights_desc(), Engine(), entry->user));
+    }
+    return entry;
+  });
+  memory user(e.user, Engine(), dw);
+  memory out = e.reorder
+                   ? memory(e.pd.diff_weights_desc(), Engine(),
+                            weightGradScratch.Ensure(e.pd.diff_weights_desc().get_size()))
+                   : user;
+  e.prim.execute(Stream(), {
+                               {DNNL_ARG_SRC, memory(e.pd.src_desc(), Engine(), x)},
+                               {DNNL_ARG_DIFF_DST, memory(e.pd.diff_dst_desc(), Engine(), dy)},
+                               {DNNL_ARG_DIFF_WEIGHTS, out},
+                               {DNNL_ARG_SCRATCHPAD, Scratchpad(e.pd.scratchpad_desc())},
+                           });
+  if (e.reorder) e.back.execute(Stream(), out, user);
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------
+// Pooling. `p`: n, h, w, c, kh, kw, oh, ow, sh, sw, padTop, padLeft,
+// padBottom, padRight. Average pooling leaves padding out of the count, as
+// TensorFlow.js does (its gradient does not: see PoolGradAlgorithm).
+
+constexpr size_t kPoolParams = 14;
+
+struct PoolShape {
+  memory::dims src, dst, kernel, strides, padL, padR;
+  explicit PoolShape(const std::vector<int64_t>& p)
+      : src{p[0], p[3], p[1], p[2]},
+        dst{p[0], p[3], p[6], p[7]},
+        kernel{p[4], p[5]},
+        strides{p[8], p[9]},
+        padL{p[10], p[11]},
+        padR{p[12], p[13]} {}
+};
+
+algorithm PoolAlgorithm(bool max) {
+  return max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
+}
+
+// TensorFlow.js's average-pooling gradient divides by the whole window, padding
+// included, though its forward pass leaves padding out; every TensorFlow.js
+// backend does so, and this one matches them.
+algorithm PoolGradAlgorithm(bool max) {
+  return max ? algorithm::pooling_max : algorithm::pooling_avg_include_padding;
+}
+
+dnnl::pooling_forward::primitive_desc PoolForwardDesc(const PoolShape& s, algorithm alg,
+                                                      prop_kind prop) {
+  dnnl::pooling_forward::desc d(prop, alg, memory::desc(s.src, dt::f32, tag::nhwc),
+                                memory::desc(s.dst, dt::f32, tag::nhwc), s.strides, s.kernel,
+                                s.padL, s.padR);
+  return dnnl::pooling_forward::primitive_desc(d, ScratchAttr(), Engine());
+}
+
+struct PoolForward {
+  dnnl::pooling_forward::primitive_desc pd;
+  dnnl::pooling_forward prim;
+};
+Cache<PoolForward> poolForwardCache;
+
+// poolForward(x, y, params, max)
+Napi::Value PoolForwardFn(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  float* x = F32(info[0], "x");
+  float* y = F32(info[1], "y");
+  auto p = Ints(info[2], kPoolParams, "params");
+  bool max = info[3].ToBoolean();
+  PoolShape s(p);
+  Check(env, Length(info[0]) == size_t(p[0] * p[1] * p[2] * p[3]), "poolForward: x size");
+  Check(env, Length(info[1]) == size_t(p[0] * p[6] * p[7] * p[3]), "poolForward: y size");
+  auto values = p;
+  values.push_back(max);
+  auto& e = Cached(poolForwardCache, Key("poolF", values), [&] {
+    auto entry = std::make_unique<PoolForward>();
+    entry->pd = PoolForwardDesc(s, PoolAlgorithm(max), prop_kind::forward_inference);
+    entry->prim = dnnl::pooling_forward(entry->pd);
+    return entry;
+  });
+  e.prim.execute(Stream(), {
+                               {DNNL_ARG_SRC, memory(e.pd.src_desc(), Engine(), x)},
+                               {DNNL_ARG_DST, memory(e.pd.dst_desc(), Engine(), y)},
+                               {DNNL_ARG_SCRATCHPAD, Scratchpad(e.pd.scratchpad_desc())},
+                           });
+  return env.Undefined();
+}
+
+// Max pooling's gradient needs the forward pass's workspace (where each
+// maximum was), which TensorFlow.js does not keep: the forward pass is rerun
+// on the saved input to rebuild it.
+struct PoolBackward {
+  dnnl::pooling_forward::primitive_desc fwdPd;
+  dnnl::pooling_forward fwd;
+  dnnl::pooling_backward::primitive_desc pd;
+  dnnl::pooling_backward prim;
+  Buffer workspace;
+  Buffer output;
+};
+Cache<PoolBackward> poolBackwardCache;
+
+// poolBackward(x | null, dy, dx, params, max)
+Napi::Value PoolBackwardFn(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  bool max = info[4].ToBoolean();
+  float* x = max ? F32(info[0], "x") : nullptr;
+  float* dy = F32(info[1], "dy");
+  float* dx = F32(info[2], "dx");
+  auto p = Ints(info[3], kPoolParams, "params");
+  PoolShape s(p);
+  Check(env, Length(info[2]) == size_t(p[0] * p[1] * p[2] * p[3]), "poolBackward: dx size");
+  Check(env, Length(info[1]) == size_t(p[0] * p[6] * p[7] * p[3]), "poolBackward: dy size");
+  auto values = p;
+  values.push_back(max);
+  auto& e = Cached(poolBackwardCache, Key("poolB", values), [&] {
+    auto entry = std::make_unique<PoolBackward>();
+    entry->fwdPd = PoolForwardDesc(s, PoolGradAlgorithm(max), prop_kind::forward_training);
+    entry->fwd = dnnl::pooling_forward(entry->fwdPd);
+    dnnl::pooling_backward::desc d(PoolGradAlgorithm(max), memory::desc(s.src, dt::f32, tag::nhwc),
+                                   memory::desc(s.dst, dt::f32, tag::nhwc), s.strides, s.kernel,
+                                   s.padL, s.padR);
+    entry->pd = dnnl::pooling_backward::primitive_desc(d, ScratchAttr(), Engine(), entry->fwdPd);
+    entry->prim = dnnl::pooling_backward(entry->pd);
+    return entry;
+  });
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_DIFF_DST, memory(e.pd.diff_dst_desc(), Engine(), dy)},
+      {DNNL_ARG_DIFF_SRC, memory(e.pd.diff_src_desc(), Engine(), dx)},
+      {DNNL_ARG_SCRATCHPAD, Scratchpad(e.pd.scratchpad_desc())},
+  };
+  if (max) {
+    auto wsDesc = e.fwdPd.workspace_desc();
+    memory ws(wsDesc, Engine(), e.workspace.Ensure(std::max<size_t>(wsDesc.get_size(), 64)));
+    memory out(e.fwdPd.dst_desc(), Engine(), e.output.Ensure(e.fwdPd.dst_desc().get_size()));
+    e.fwd.execute(Stream(), {
+                                {DNNL_ARG_SRC, memory(e.fwdPd.src_desc(), Engine(), x)},
+                                {DNNL_ARG_DST, out},
+                                {DNNL_ARG_WORKSPACE, ws},
+                                {DNNL_ARG_SCRATCHPAD, Scratchpad(e.fwdPd.scratchpad_desc())},
+                            });
+    args[DNNL_ARG_WORKSPACE] = ws;
+  }
+  e.prim.execute(Stream(), args);
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------
+// Matrix product, batched: c[b] = op(a[b]) · op(b[b]) (+ bias, ReLU), where a
+// batch of 1 on either side is broadcast.
+
+// matMul(a, b, c, [batchA, batchB, m, n, k], transposeA, transposeB, bias | null, relu)
+Napi::Value MatMul(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  float* a = F32(info[0], "a");
+  float* b = F32(info[1], "b");
+  float* c = F32(info[2], "c");
+  auto p = Ints(info[3], 5, "params");
+  bool ta = info[4].ToBoolean();
+  bool tb = info[5].ToBoolean();
+  float* bias = OptionalF32(info[6], "bias");
+  bool relu = info[7].ToBoolean();
+  int64_t batchA = p[0], batchB = p[1], m = p[2], n = p[3], k = p[4];
+  int64_t batch = std::max(batchA, batchB);
+  Check(env, Length(info[0]) == size_t(batchA * m * k), "matMul: a size");
+  Check(env, Length(info[1]) == size_t(batchB * k * n), "matMul: b size");
+  Check(env, Length(info[2]) == size_t(batch * m * n), "matMul: c size");
+  if (bias != nullptr) Check(env, Length(info[6]) == size_t(n), "matMul: bias size");
+  for (int64_t i = 0; i < batch; ++i) {
+    const float* ai = a + (batchA == 1 ? 0 : i) * m * k;
+    const float* bi = b + (batchB == 1 ? 0 : i) * k * n;
+    float* ci = c + i * m * n;
+    if (m * n * k == 0) {
+      std::fill(ci, ci + m * n, 0.f);
+      continue;
+    }
+    dnnl::status st = static_cast<dnnl::status>(dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k,
+                                                           1.f, ai, ta ? m : k, bi, tb ? k : n,
+                                                           0.f, ci, n));
+    Check(env, st == dnnl::status::success, "matMul: dnnl_sgemm failed");
+    if (bias != nullptr || relu) {
+      for (int64_t r = 0; r < m; ++r) {
+        float* row = ci + r * n;
+        if (bias != nullptr) {
+          for (int64_t j = 0; j < n; ++j) row[j] += bias[j];
+        }
+        if (relu) {
+          for (int64_t j = 0; j < n; ++j) row[j] = row[j] < 0.f ? 0.f : row[j];
+        }
+      }
+    }
+  }
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------
+// Batch normalisation over the channels (the last axis) of `rows` × `channels`
+// data, training mode: statistics of this batch, the biased variance (as
+// tf.moments), sums accumulated in double so the result does not depend on
+// how the rows are split between threads beyond rounding.
+
+struct ChannelSums {
+  std::vector<double> a, b;
+};
+
+// Sums f(row, c) into two per-channel accumulators, over all rows, in parallel.
+template <typename F>
+void ReduceRows(int64_t rows, int64_t channels, std::vector<double>& outA,
+                std::vector<double>& outB, F f) {
+  int threads = rows * channels >= kParallelMin ? omp_get_max_threads() : 1;
+  std::vector<ChannelSums> partial(threads);
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num();
+    int nt = omp_get_num_threads();
+    auto& mine = partial[t];
+    mine.a.assign(channels, 0.0);
+    mine.b.assign(channels, 0.0);
+    int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    double* sa = mine.a.data();
+    double* sb = mine.b.data();
+    for (int64_t r = begin; r < end; ++r) f(r, sa, sb);
+  }
+  outA.assign(channels, 0.0);
+  outB.assign(channels, 0.0);
+  for (auto& part : partial) {
+    if (part.a.empty()) continue;
+    for (int64_t c = 0; c < channels; ++c) {
+      outA[c] += part.a[c];
+      outB[c] += part.b[c];
+    }
+  }
+}
+
+// batchNormTrain(x, gamma, beta, y, mean, variance, rows, channels, epsilon)
+Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const float* x = F32(info[0], "x");
+  const float* gamma = F32(info[1], "gamma");
+  const float* beta = F32(info[2], "beta");
+  float* y = F32(info[3], "y");
+  float* mean = F32(info[4], "mean");
+  float* variance = F32(info[5], "variance");
+  int64_t rows = info[6].As<Napi::Number>().Int64Value();
+  int64_t channels = info[7].As<Napi::Number>().Int64Value();
+  float epsilon = info[8].As<Napi::Number>().FloatValue();
+  Check(env, Length(info[0]) == size_t(rows * channels) && Length(info[3]) == Length(info[0]),
+        "batchNormTrain: x or y size");
+  Check(env, Length(info[1]) == size_t(channels) && Length(info[2]) == size_t(channels),
+        "batchNormTrain: gamma or beta size");
+  std::vector<double> sum, sumSq;
+  ReduceRows(rows, channels, sum, sumSq, [&](int64_t r, double* s, double* q) {
+    const float* row = x + r * channels;
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) {
+      double v = row[c];
+      s[c] += v;
+      q[c] += v * v;
+    }
+  });
+  std::vector<float> scale(channels), shift(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    double m = sum[c] / double(rows);
+    double var = std::max(0.0, sumSq[c] / double(rows) - m * m);
+    mean[c] = float(m);
+    variance[c] = float(var);
+    double s = double(gamma[c]) / std::sqrt(var + double(epsilon));
+    scale[c] = float(s);
+    shift[c] = float(double(beta[c]) - m * s);
+  }
+  const float* sc = scale.data();
+  const float* sh = shift.data();
+#pragma omp parallel for if (rows * channels >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * channels;
+    float* out = y + r * channels;
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) out[c] = in[c] * sc[c] + sh[c];
+  }
+  return env.Undefined();
+}
+
+// The gradient of the above with the statistics as functions of x:
+//   dβ = Σ dy, dγ = Σ dy·x̂, dx = γ/σ · (dy − dβ/R − x̂·dγ/R).
+// batchNormTrainGrad(dy, x, mean, variance, gamma, dx, dgamma, dbeta, rows, channels, epsilon)
+Napi::Value BatchNormTrainGrad(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const float* dy = F32(info[0], "dy");
+  const float* x = F32(info[1], "x");
+  const float* mean = F32(info[2], "mean");
+  const float* variance = F32(info[3], "variance");
+  const float* gamma = F32(info[4], "gamma");
+  float* dx = F32(info[5], "dx");
+  float* dgamma = F32(info[6], "dgamma");
+  float* dbeta = F32(info[7], "dbeta");
+  int64_t rows = info[8].As<Napi::Number>().Int64Value();
+  int64_t channels = info[9].As<Napi::Number>().Int64Value();
+  float epsilon = info[10].As<Napi::Number>().FloatValue();
+  size_t size = size_t(rows * channels);
+  Check(env, Length(info[0]) == size && Length(info[1]) == size && Length(info[5]) == size,
+        "batchNormTrainGrad: dy, x or dx size");
+  std::vector<double> sumDy, sumDyXc;
+  std::vector<float> m(mean, mean + channels);
+  const float* mp = m.data();
+  ReduceRows(rows, channels, sumDy, sumDyXc, [&](int64_t r, double* s, double* q) {
+    const float* g = dy + r * channels;
+    const float* in = x + r * channels;
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) {
+      s[c] += g[c];
+      q[c] += double(g[c]) * (double(in[c]) - double(mp[c]));
+    }
+  });
+  // dx = a·dy + b·x + d per channel, with x̂ = (x − μ)/σ expanded.
+  std::vector<float> ca(channels), cb(channels), cd(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    double inv = 1.0 / std::sqrt(double(variance[c]) + double(epsilon));
+    double db = sumDy[c];
+    double dg = sumDyXc[c] * inv;
+    dbeta[c] = float(db);
+    dgamma[c] = float(dg);
+    double g = double(gamma[c]) * inv;
+    double R = double(rows);
+    ca[c] = float(g);
+    cb[c] = float(-g * dg * inv / R);
+    cd[c] = float(-g * db / R + g * dg * inv * double(mp[c]) / R);
+  }
+  const float* pa = ca.data();
+  const float* pb = cb.data();
+  const float* pd = cd.data();
+#pragma omp parallel for if (rows * channels >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = dy + r * channels;
+    const float* in = x + r * channels;
+    float* out = dx + r * channels;
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) out[c] = pa[c] * g[c] + pb[c] * in[c] + pd[c];
+  }
+  return env.Undefined();
+}
+
+// batchNormInfer(x, mean, variance, gamma | null, beta | null, y, channels, epsilon):
+// inference with given statistics, any of which may be of length 1.
+Napi::Value BatchNormInfer(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const float* x = F32(info[0], "x");
+  const float* mean = F32(info[1], "mean");
+  const float* variance = F32(info[2], "variance");
+  const float* gamma = OptionalF32(info[3], "gamma");
+  const float* beta = OptionalF32(info[4], "beta");
+  float* y = F32(info[5], "y");
+  int64_t channels = info[6].As<Napi::Number>().Int64Value();
+  float epsilon = info[7].As<Napi::Number>().FloatValue();
+  size_t size = Length(info[0]);
+  Check(env, channels > 0 && size % size_t(channels) == 0 && Length(info[5]) == size,
+        "batchNormInfer: sizes");
+  auto at = [&](const float* v, const Napi::Value& value, int64_t c, float fallback) {
+    if (v == nullptr) return fallback;
+    return Length(value) == 1 ? v[0] : v[c];
+  };
+  std::vector<float> scale(channels), shift(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    // As TensorFlow.js: (x − mean) · γ / sqrt(var + ε) + β, in float.
+    float inv = 1.f / std::sqrt(at(variance, info[2], c, 1.f) + epsilon);
+    scale[c] = at(gamma, info[3], c, 1.f) * inv;
+    shift[c] = at(beta, info[4], c, 0.f) - at(mean, info[1], c, 0.f) * scale[c];
+  }
+  int64_t rows = int64_t(size) / channels;
+  const float* sc = scale.data();
+  const float* sh = shift.data();
+#pragma omp parallel for if (int64_t(size) >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * channels;
+    float* out = y + r * channels;
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) out[c] = in[c] * sc[c] + sh[c];
+  }
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------
+// Element-wise kernels.
+
+// relu(x, y)
+Napi::Value Relu(const Napi::CallbackInfo& info) {
+  const float* x = F32(info[0], "x");
+  float* y = F32(info[1], "y");
+  int64_t n = int64_t(Length(info[0]));
+  Check(info.Env(), Length(info[1]) == size_t(n), "relu: y size");
+#pragma omp parallel for simd if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.f ? 0.f : x[i];
+  return info.Env().Undefined();
+}
+
+// reluGrad(dy, x, dx): dy where x > 0, else 0 (TensorFlow.js's step(x)·dy).
+Napi::Value ReluGrad(const Napi::CallbackInfo& info) {
+  const float* dy = F32(info[0], "dy");
+  const float* x = F32(info[1], "x");
+  float* dx = F32(info[2], "dx");
+  int64_t n = int64_t(Length(info[0]));
+  Check(info.Env(), Length(info[1]) == size_t(n) && Length(info[2]) == size_t(n),
+        "reluGrad: sizes");
+#pragma omp parallel for simd if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.f ? dy[i] : 0.f;
+  return info.Env().Undefined();
+}
+
+enum BinaryOp { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3 };
+
+template <int Op>
+inline float Apply(float a, float b) {
+  if (Op == kAdd) return a + b;
+  if (Op == kSub) return a - b;
+  if (Op == kMul) return a * b;
+  return a / b;
+}
+
+// out[r, c] = a[ai] op b[bi]: `modeA`/`modeB` say how each side is indexed:
+// 0 full (r·inner + c), 1 scalar, 2 a vector over the inner axis (c).
+template <int Op>
+void BinaryLoop(const float* a, const float* b, float* out, int64_t rows, int64_t inner,
+                int modeA, int modeB) {
+  int64_t n = rows * inner;
+  if (modeA == 0 && modeB == 0) {
+#pragma omp parallel for simd if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) out[i] = Apply<Op>(a[i], b[i]);
+  } else if (modeA == 0 && modeB == 1) {
+    float s = b[0];
+#pragma omp parallel for simd if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) out[i] = Apply<Op>(a[i], s);
+  } else if (modeA == 1 && modeB == 0) {
+    float s = a[0];
+#pragma omp parallel for simd if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) out[i] = Apply<Op>(s, b[i]);
+  } else {
+#pragma omp parallel for if (n >= kParallelMin)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* o = out + r * inner;
+      const float* ar = modeA == 0 ? a + r * inner : a;
+      const float* br = modeB == 0 ? b + r * inner : b;
+      int64_t sa = modeA == 1 ? 0 : 1;
+      int64_t sb = modeB == 1 ? 0 : 1;
+      for (int64_t c = 0; c < inner; ++c) o[c] = Apply<Op>(ar[c * sa], br[c * sb]);
+    }
+  }
+}
+
+// binary(op, a, b, out, rows, inner, modeA, modeB)
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  int op = info[0].As<Napi::Number>().Int32Value();
+  const float* a = F32(info[1], "a");
+  const float* b = F32(info[2], "b");
+  float* out = F32(info[3], "out");
+  int64_t rows = info[4].As<Napi::Number>().Int64Value();
+  int64_t inner = info[5].As<Napi::Number>().Int64Value();
+  int modeA = info[6].As<Napi::Number>().Int32Value();
+  int modeB = info[7].As<Napi::Number>().Int32Value();
+  auto expect = [&](int mode) { return mode == 0 ? size_t(rows * inner) : mode == 1 ? 1 : size_t(inner); };
+  Check(info.Env(),
+        Length(info[1]) == expect(modeA) && Length(info[2]) == expect(modeB) &&
+            Length(info[3]) == size_t(rows * inner),
+        "binary: sizes");
+  switch (op) {
+    case kAdd: BinaryLoop<kAdd>(a, b, out, rows, inner, modeA, modeB); break;
+    case kSub: BinaryLoop<kSub>(a, b, out, rows, inner, modeA, modeB); break;
+    case kMul: BinaryLoop<kMul>(a, b, out, rows, inner, modeA, modeB); break;
+    case kDiv: BinaryLoop<kDiv>(a, b, out, rows, inner, modeA, modeB); break;
+    default: throw Napi::RangeError::New(info.Env(), "binary: unknown op");
+  }
+  return info.Env().Undefined();
+}
+
+// sum(x, out, outer, reduced, inner): out[o, i] = Σ_r x[o, r, i].
+Napi::Value Sum(const Napi::CallbackInfo& info) {
+  const float* x = F32(info[0], "x");
+  float* out = F32(info[1], "out");
+  int64_t outer = info[2].As<Napi::Number>().Int64Value();
+  int64_t reduced = info[3].As<Napi::Number>().Int64Value();
+  int64_t inner = info[4].As<Napi::Number>().Int64Value();
+  Check(info.Env(),
+        Length(info[0]) == size_t(outer * reduced * inner) && Length(info[1]) == size_t(outer * inner),
+        "sum: sizes");
+  if (inner == 1) {
+#pragma omp parallel for if (outer * reduced >= kParallelMin)
+    for (int64_t o = 0; o < outer; ++o) {
+      const float* row = x + o * reduced;
+      float s = 0.f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t r = 0; r < reduced; ++r) s += row[r];
+      out[o] = s;
+    }
+    return info.Env().Undefined();
+  }
+  for (int64_t o = 0; o < outer; ++o) {
+    std::vector<double> acc, unused;
+    const float* block = x + o * reduced * inner;
+    ReduceRows(reduced, inner, acc, unused, [&](int64_t r, double* s, double*) {
+      const float* row = block + r * inner;
+#pragma omp simd
+      for (int64_t c = 0; c < inner; ++c) s[c] += row[c];
+    });
+    for (int64_t c = 0; c < inner; ++c) out[o * inner + c] = float(acc[c]);
+  }
+  return info.Env().Undefined();
+}
+
+// adam(value, m, v, gradient, [beta1, 1 − beta1, beta2, 1 − beta2,
+//      1 − beta1^t, 1 − beta2^t, epsilon, −learningRate]): one Adam step in
+// place, in float32 and in the order of TensorFlow.js's AdamOptimizer, so the
+// result matches its chain of element-wise ops.
+Napi::Value Adam(const Napi::CallbackInfo& info) {
+  float* value = F32(info[0], "value");
+  float* m = F32(info[1], "m");
+  float* v = F32(info[2], "v");
+  const float* g = F32(info[3], "gradient");
+  auto arr = info[4].As<Napi::Array>();
+  float k[8];
+  for (uint32_t i = 0; i < 8; ++i) k[i] = arr.Get(i).As<Napi::Number>().FloatValue();
+  int64_t n = int64_t(Length(info[0]));
+  Check(info.Env(),
+        Length(info[1]) == size_t(n) && Length(info[2]) == size_t(n) && Length(info[3]) == size_t(n),
+        "adam: sizes");
+  const float b1 = k[0], c1 = k[1], b2 = k[2], c2 = k[3], a1 = k[4], a2 = k[5], eps = k[6],
+              negLr = k[7];
+#pragma omp parallel for simd if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float gi = g[i];
+    float mi = m[i] * b1 + gi * c1;
+    float vi = v[i] * b2 + (gi * gi) * c2;
+    m[i] = mi;
+    v[i] = vi;
+    float mh = mi / a1;
+    float vh = vi / a2;
+    value[i] = (mh / (std::sqrt(vh) + eps)) * negLr + value[i];
+  }
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------------------
+// Process-wide settings and counters.
+
+// setThreads(n): the OpenMP threads oneDNN and the loops here use.
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  int n = info[0].As<Napi::Number>().Int32Value();
+  if (n < 1) throw Napi::RangeError::New(info.Env(), "setThreads: need at least 1 thread");
+  omp_set_num_threads(n);
+  return info.Env().Undefined();
+}
+
+// info(): version, threads, and the counted native memory.
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  auto out = Napi::Object::New(env);
+  const dnnl_version_t* v = dnnl_version();
+  out.Set("version", std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+                         std::to_string(v->patch));
+  out.Set("threads", omp_get_max_threads());
+  out.Set("bytes", double(stats.bytes));
+  out.Set("buffers", double(stats.buffers));
+  out.Set("primitives", double(stats.primitives));
+  return out;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("conv2dForward", Napi::Function::New(env, Guarded<Conv2dForward>));
+  exports.Set("conv2dBackwardData", Napi::Function::New(env, Guarded<Conv2dBackwardData>));
+  exports.Set("conv2dBackwardFilter", Napi::Function::New(env, Guarded<Conv2dBackwardFilter>));
+  exports.Set("poolForward", Napi::Function::New(env, Guarded<PoolForwardFn>));
+  exports.Set("poolBackward", Napi::Function::New(env, Guarded<PoolBackwardFn>));
+  exports.Set("matMul", Napi::Function::New(env, Guarded<MatMul>));
+  exports.Set("batchNormTrain", Napi::Function::New(env, Guarded<BatchNormTrain>));
+  exports.Set("batchNormTrainGrad", Napi::Function::New(env, Guarded<BatchNormTrainGrad>));
+  exports.Set("batchNormInfer", Napi::Function::New(env, Guarded<BatchNormInfer>));
+  exports.Set("relu", Napi::Function::New(env, Guarded<Relu>));
+  exports.Set("reluGrad", Napi::Function::New(env, Guarded<ReluGrad>));
+  exports.Set("binary", Napi::Function::New(env, Guarded<Binary>));
+  exports.Set("sum", Napi::Function::New(env, Guarded<Sum>));
+  exports.Set("adam", Napi::Function::New(env, Guarded<Adam>));
+  exports.Set("setThreads", Napi::Function::New(env, Guarded<SetThreads>));
+  exports.Set("info", Napi::Function::New(env, Guarded<Info>));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(onednn_backend, Init)

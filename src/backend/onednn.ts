@@ -1,0 +1,535 @@
+/**
+ * The `onednn` backend: native CPU speed without libtensorflow.
+ *
+ * A TensorFlow.js backend that is the plain JavaScript CPU backend
+ * (`MathBackendCPU`: same tensor storage, every one of its kernels) with the
+ * kernels that dominate a ResNet training step replaced by a Node addon on
+ * oneDNN (`native/`, built by `npm run build:native`): convolutions and both
+ * of their gradients, matrix products, pooling and its gradients, BatchNorm,
+ * ReLU, the broadcasting element-wise arithmetic and sums (see
+ * `onednn-kernels.ts`). oneDNN and the addon's loops run on OpenMP threads,
+ * all cores by default; `RESNET_ONEDNN_THREADS` (or `OMP_NUM_THREADS`) sets
+ * how many.
+ *
+ * Two training paths of TensorFlow.js are chains of many small element-wise
+ * kernels, each a pass over memory and a JavaScript allocation; on this
+ * backend they run as one native pass each, through three hooks installed
+ * once and active only while `onednn` is the current backend:
+ *
+ * - tf.layers' BatchNormalization in training mode (tf.moments, then
+ *   tf.batchNorm, and the gradients of both) becomes one fused kernel with
+ *   its own gradient. tfjs-layers is not modified: the layer class, found
+ *   through TensorFlow.js's serialization registry, gets a `call` that takes
+ *   the fused path in that one case and otherwise runs the original.
+ * - ReLU's gradient (step, cast, multiply) becomes one kernel.
+ * - `tf.train.adam`'s update (about fifteen element-wise ops per weight)
+ *   becomes one in-place pass per variable.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { NamedTensorMap, Tensor } from '@tensorflow/tfjs';
+import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+
+import { BackendError } from '../errors.js';
+import { findProjectRoot } from '../paths.js';
+import {
+  BATCH_NORM_TRAINING,
+  BATCH_NORM_TRAINING_GRAD,
+  nativeKernelConfigs,
+  ONEDNN_BACKEND,
+  OnednnAddon,
+  RELU_GRAD,
+} from './onednn-kernels.js';
+
+export { ONEDNN_BACKEND, takeFallbackCounts } from './onednn-kernels.js';
+export type { OnednnAddon } from './onednn-kernels.js';
+
+/** Where `npm run build:native` puts the addon, from the project root. */
+export const ADDON_RELATIVE_PATH = path.join('native', 'build', 'Release', 'onednn_backend.node');
+
+/** How to build the addon, for messages. */
+export const BUILD_HINT = 'build it with `bash scripts/setup.sh native` or `npm run build:native`';
+
+let addon: OnednnAddon | undefined;
+
+/**
+ * Loads the native addon (once).
+ *
+ * @throws BackendError when it is not built or cannot load (oneDNN missing).
+ */
+export function loadOnednnAddon(): OnednnAddon {
+  if (addon) return addon;
+  const root = findProjectRoot();
+  const file = path.join(root, ADDON_RELATIVE_PATH);
+  if (!existsSync(file)) {
+    throw new BackendError(`the oneDNN addon is not built (no ${ADDON_RELATIVE_PATH}); ${BUILD_HINT}`);
+  }
+  const require = createRequire(path.join(root, 'package.json'));
+  try {
+    addon = require(file) as OnednnAddon;
+  } catch (error) {
+    const why = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    throw new BackendError(
+      `the oneDNN addon at ${ADDON_RELATIVE_PATH} could not load (${why}); install ` +
+        `libdnnl2 (Debian: apt-get install libdnnl-dev), then ${BUILD_HINT}`,
+    );
+  }
+  const threads = process.env.RESNET_ONEDNN_THREADS;
+  if (threads !== undefined && threads !== '') setOnednnThreads(Number(threads));
+  return addon;
+}
+
+/** Whether the addon is built (it may still fail to load). */
+export function isOnednnAddonBuilt(): boolean {
+  try {
+    return existsSync(path.join(findProjectRoot(), ADDON_RELATIVE_PATH));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Sets how many threads oneDNN and the native kernels use.
+ *
+ * @throws BackendError when `threads` is not a positive integer.
+ */
+export function setOnednnThreads(threads: number): void {
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new BackendError(
+      `\`RESNET_ONEDNN_THREADS\` (or the thread count) must be a positive integer; ` +
+        `received ${JSON.stringify(threads)}.`,
+    );
+  }
+  loadOnednnAddon().setThreads(threads);
+}
+
+/** What the addon reports: oneDNN's version, its threads and the native memory it holds. */
+export interface OnednnInfo {
+  /** oneDNN's version, e.g. `2.6.3`. */
+  version: string;
+  /** OpenMP threads in use. */
+  threads: number;
+  /** Bytes of native memory the addon holds (scratchpad, reordered weights, workspaces). */
+  bytes: number;
+  /** How many native buffers those bytes are in. */
+  buffers: number;
+  /** oneDNN primitives built and cached (one per kernel and shape). */
+  primitives: number;
+}
+
+/** Reports the addon's state; its `bytes` must stop growing after the first step. */
+export function onednnInfo(): OnednnInfo {
+  return loadOnednnAddon().info();
+}
+
+/**
+ * The pool of the active `onednn` backend (see `OnednnBackend`).
+ *
+ * @throws BackendError when `onednn` is not the active backend.
+ */
+export function onednnPoolInfo(): OnednnPoolInfo {
+  const backend = tf.backend();
+  if (!(backend instanceof OnednnBackend)) {
+    throw new BackendError(`onednnPoolInfo: the active backend is '${tf.getBackend()}', not onednn`);
+  }
+  return backend.poolInfo();
+}
+
+/** The most bytes of idle arrays the pool keeps (`RESNET_ONEDNN_POOL_MB`, default 4096). */
+const POOL_LIMIT_BYTES = Number(process.env.RESNET_ONEDNN_POOL_MB ?? 4096) * 2 ** 20;
+
+type BackendValues = tf.backend_util.BackendValues;
+type DataId = object;
+
+/** How much memory the backend's pool of output arrays holds. */
+export interface OnednnPoolInfo {
+  /** Bytes of all pooled arrays, in use or idle. */
+  bytes: number;
+  /** Bytes of the idle ones, waiting for a tensor of their size. */
+  idleBytes: number;
+}
+
+/**
+ * The backend: the CPU backend's storage and kernels, with native kernels
+ * registered over the heavy ones under the name `onednn`.
+ *
+ * Its native kernels take their outputs from a pool of ArrayBuffers, reused
+ * by exact size. A training step allocates gigabytes of tensors, all of the
+ * same sizes as in the step before; fresh JavaScript arrays would cost a
+ * page fault per 4 KiB and a zero fill each time, more than the arithmetic.
+ * A buffer goes back to the pool when the last tensor whose values live in
+ * it is disposed (views count: the CPU Slice kernel makes subarrays), and
+ * reads hand out copies, so no array a caller keeps can change under it.
+ */
+export class OnednnBackend extends MathBackendCPU {
+  private readonly idle = new Map<number, ArrayBuffer[]>();
+  /** Pooled buffers, with how many data entries use each. */
+  private readonly users = new Map<ArrayBuffer, number>();
+  private pooledBytes = 0;
+  private idleBytes = 0;
+
+  constructor() {
+    super();
+    // The CPU backend greets its first tensor with advice to install
+    // tfjs-node; that advice is wrong for this backend.
+    (this as unknown as { firstUse: boolean }).firstUse = false;
+  }
+
+  /** A float32 array of `length` elements for a new tensor, contents undefined. */
+  allocateFloat32(length: number): Float32Array {
+    const bytes = length * 4;
+    const buffer = this.idle.get(bytes)?.pop();
+    if (buffer !== undefined) {
+      this.idleBytes -= bytes;
+      this.users.set(buffer, 0);
+      return new Float32Array(buffer);
+    }
+    const fresh = new ArrayBuffer(bytes);
+    this.users.set(fresh, 0);
+    this.pooledBytes += bytes;
+    return new Float32Array(fresh);
+  }
+
+  /** The pool's size. */
+  poolInfo(): OnednnPoolInfo {
+    return { bytes: this.pooledBytes, idleBytes: this.idleBytes };
+  }
+
+  override write(values: BackendValues, shape: number[], dtype: tf.DataType): DataId {
+    const id = super.write(values, shape, dtype);
+    this.track(values, 1);
+    return id;
+  }
+
+  override move(
+    dataId: DataId,
+    values: BackendValues,
+    shape: number[],
+    dtype: tf.DataType,
+    refCount: number,
+  ): void {
+    super.move(dataId, values, shape, dtype, refCount);
+    this.track(values, 1);
+  }
+
+  override disposeData(dataId: DataId, force = false): boolean {
+    const values = this.data.get(dataId)?.values;
+    const released = super.disposeData(dataId, force);
+    if (values !== undefined && !this.data.has(dataId)) this.track(values, -1);
+    return released;
+  }
+
+  override readSync(dataId: DataId): BackendValues {
+    const values = super.readSync(dataId);
+    return ArrayBuffer.isView(values) && this.users.has(values.buffer as ArrayBuffer)
+      ? (values as Float32Array).slice()
+      : values;
+  }
+
+  private track(values: BackendValues | undefined, delta: number): void {
+    if (!ArrayBuffer.isView(values)) return;
+    const buffer = values.buffer as ArrayBuffer;
+    const count = this.users.get(buffer);
+    if (count === undefined) return;
+    if (count + delta > 0) {
+      this.users.set(buffer, count + delta);
+      return;
+    }
+    const bytes = buffer.byteLength;
+    if (this.idleBytes + bytes > POOL_LIMIT_BYTES) {
+      // Past the limit the buffer is left to the garbage collector.
+      this.users.delete(buffer);
+      this.pooledBytes -= bytes;
+      return;
+    }
+    let list = this.idle.get(bytes);
+    if (list === undefined) this.idle.set(bytes, (list = []));
+    // Marked idle by leaving the users map: a stale view cannot release it twice.
+    this.users.delete(buffer);
+    list.push(buffer);
+    this.idleBytes += bytes;
+  }
+}
+
+let registered = false;
+
+/**
+ * Registers the `onednn` backend with TensorFlow.js (once): the native
+ * kernels, every other CPU kernel under the new name, and the three training
+ * hooks. Does not make it the active backend.
+ *
+ * @throws BackendError when the addon cannot load.
+ */
+export function registerOnednnBackend(): void {
+  if (registered) return;
+  const native = loadOnednnAddon();
+  // The CPU kernels are registered when @tensorflow/tfjs loads; make sure the
+  // CPU backend itself exists too, as some of its kernels assume it.
+  tf.registerBackend(ONEDNN_BACKEND, () => new OnednnBackend(), 0);
+  const configs = nativeKernelConfigs(native);
+  const ours = new Set(configs.map((c) => c.kernelName));
+  const all = [
+    ...tf.getKernelsForBackend('cpu')
+      .filter((c) => !ours.has(c.kernelName))
+      .map((c) => ({ ...c, backendName: ONEDNN_BACKEND })),
+    ...configs,
+  ];
+  for (const config of all) tf.registerKernel(profiling ? profiled(config) : config);
+  registerGradients();
+  hookBatchNormalization();
+  hookAdam(native);
+  registered = true;
+}
+
+/**
+ * The loader for `src/backend/index.ts`: registers the backend and makes it
+ * the active one.
+ *
+ * @throws BackendError when the addon is not built or cannot load.
+ */
+export async function loadOnednnBackend(): Promise<void> {
+  registerOnednnBackend();
+  const ok = await tf.setBackend(ONEDNN_BACKEND);
+  if (!ok) throw new BackendError(`TensorFlow.js could not start its '${ONEDNN_BACKEND}' backend`);
+  await tf.ready();
+}
+
+// --- Profiling ----------------------------------------------------------------
+
+/** Whether kernels are timed (`RESNET_ONEDNN_PROFILE=1` when the backend registers). */
+const profiling = process.env.RESNET_ONEDNN_PROFILE === '1';
+const profile = new Map<string, { calls: number; ms: number; native: boolean }>();
+
+function profiled(config: tf.KernelConfig): tf.KernelConfig {
+  const inner = config.kernelFunc;
+  const native = !tf.getKernelsForBackend('cpu').some((c) => c.kernelFunc === inner);
+  return {
+    ...config,
+    kernelFunc: (args) => {
+      const start = performance.now();
+      const out = inner(args);
+      const entry = profile.get(config.kernelName) ?? { calls: 0, ms: 0, native };
+      entry.calls += 1;
+      entry.ms += performance.now() - start;
+      profile.set(config.kernelName, entry);
+      return out;
+    },
+  };
+}
+
+/**
+ * Time spent in each kernel since the last call, slowest first; empty unless
+ * `RESNET_ONEDNN_PROFILE=1` was set before the backend registered. `native`
+ * says whether the kernel is one of the addon's or the CPU backend's.
+ */
+export function takeOnednnProfile(): Array<{ kernel: string; calls: number; ms: number; native: boolean }> {
+  const rows = [...profile].map(([kernel, e]) => ({ kernel, ...e }));
+  profile.clear();
+  return rows.sort((a, b) => b.ms - a.ms);
+}
+
+function onOnednn(): boolean {
+  return tf.getBackend() === ONEDNN_BACKEND;
+}
+
+function runKernel(name: string, inputs: NamedTensorMap, attrs = {}): Tensor | Tensor[] {
+  return tf.engine().runKernel(name, inputs, attrs) as Tensor | Tensor[];
+}
+
+// --- Gradients ----------------------------------------------------------------
+
+function registerGradients(): void {
+  // ReLU: the stock gradient stays in force on every other backend.
+  const stockRelu = tf.getGradient('Relu');
+  tf.registerGradient({
+    ...stockRelu,
+    kernelName: 'Relu',
+    gradFunc: (dy, saved, attrs) => {
+      if (!onOnednn() || Array.isArray(dy) || saved[0].dtype !== 'float32') {
+        return stockRelu.gradFunc(dy, saved, attrs);
+      }
+      const [x] = saved;
+      return { x: () => runKernel(RELU_GRAD, { dy, x }) as Tensor };
+    },
+  });
+
+  tf.registerGradient({
+    kernelName: BATCH_NORM_TRAINING,
+    inputsToSave: ['x', 'gamma'],
+    outputsToSave: [false, true, true],
+    gradFunc: (dys, saved, attrs) => {
+      const dy = (Array.isArray(dys) ? dys[0] : dys) as Tensor;
+      const [x, gamma, mean, variance] = saved;
+      // All three gradients come from one kernel run, made here and not in
+      // the thunks: the engine runs each thunk in its own tidy, which would
+      // dispose the other two.
+      const [dx, dgamma, dbeta] = runKernel(
+        BATCH_NORM_TRAINING_GRAD,
+        { dy, x, mean, variance, gamma },
+        { epsilon: (attrs as { epsilon: number }).epsilon },
+      ) as Tensor[];
+      return { x: () => dx, gamma: () => dgamma, beta: () => dbeta };
+    },
+  });
+}
+
+// --- BatchNormalization -------------------------------------------------------
+
+/** The parts of tfjs-layers' BatchNormalization (and LayerVariable) used here. */
+interface LayerVariableLike {
+  read(): Tensor;
+  write(value: Tensor): void;
+}
+interface BatchNormalizationLike {
+  axis: number;
+  momentum: number;
+  epsilon: number;
+  gamma?: LayerVariableLike | null;
+  beta?: LayerVariableLike | null;
+  movingMean: LayerVariableLike;
+  movingVariance: LayerVariableLike;
+}
+type LayerCall = (this: BatchNormalizationLike, inputs: Tensor | Tensor[], kwargs: tf.serialization.ConfigDict) =>
+  Tensor | Tensor[];
+
+const HOOKED = Symbol.for('resnet-ts.onednnHook');
+
+/**
+ * Routes tf.layers' BatchNormalization in training mode through the fused
+ * kernel when `onednn` is active, for the layer's usual case: a rank-4
+ * float32 input normalised over its last axis, with both gamma and beta.
+ * The moving statistics are updated exactly as the layer does.
+ */
+function hookBatchNormalization(): void {
+  const entry = tf.serialization.SerializationMap.getMap().classNameMap.BatchNormalization;
+  if (!entry) throw new BackendError('tf.layers has no BatchNormalization class registered');
+  const proto = (entry[0] as unknown as { prototype: { call: LayerCall } }).prototype;
+  const original = proto.call;
+  if ((original as unknown as Record<symbol, unknown>)[HOOKED]) return;
+
+  const hooked: LayerCall = function (inputs, kwargs) {
+    const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+    const fused =
+      onOnednn() &&
+      Boolean(kwargs?.training) &&
+      x !== undefined &&
+      x.rank === 4 &&
+      x.dtype === 'float32' &&
+      (this.axis === -1 || this.axis === 3) &&
+      this.gamma != null &&
+      this.beta != null;
+    if (!fused) return original.call(this, inputs, kwargs);
+    return tf.tidy(() => {
+      const [y, mean, variance] = runKernel(
+        BATCH_NORM_TRAINING,
+        { x, gamma: this.gamma!.read(), beta: this.beta!.read() },
+        { epsilon: this.epsilon },
+      ) as Tensor[];
+      movingAverage(this.movingMean, mean, this.momentum);
+      movingAverage(this.movingVariance, variance, this.momentum);
+      return y;
+    });
+  };
+  (hooked as unknown as Record<symbol, unknown>)[HOOKED] = true;
+  proto.call = hooked;
+}
+
+/** The layer's own update: v ← v − (v − value)·(1 − momentum). */
+function movingAverage(variable: LayerVariableLike, value: Tensor, momentum: number): void {
+  tf.tidy(() => {
+    const current = variable.read();
+    const delta = tf.mul(tf.sub(current, value), 1 - momentum);
+    variable.write(tf.sub(current, delta));
+  });
+}
+
+// --- Adam ---------------------------------------------------------------------
+
+/** The private state of tfjs-core's AdamOptimizer that its update uses. */
+interface AdamState {
+  learningRate: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+  accBeta1: tf.Variable;
+  accBeta2: tf.Variable;
+  accumulatedFirstMoment: Array<{ originalName: string; variable: tf.Variable } | undefined>;
+  accumulatedSecondMoment: Array<{ originalName: string; variable: tf.Variable } | undefined>;
+  incrementIterations(): void;
+}
+type VariableGradients = NamedTensorMap | Array<{ name: string; tensor: Tensor }>;
+
+/**
+ * Replaces AdamOptimizer's update, when `onednn` is active, by one native
+ * pass per variable that updates the weights and both moments in place,
+ * with the same float32 operations in the same order as the original.
+ */
+function hookAdam(native: OnednnAddon): void {
+  const proto = tf.AdamOptimizer.prototype as unknown as {
+    applyGradients(this: AdamState, grads: VariableGradients): void;
+  };
+  const original = proto.applyGradients;
+  if ((original as unknown as Record<symbol, unknown>)[HOOKED]) return;
+
+  const hooked = function (this: AdamState, grads: VariableGradients): void {
+    if (!onOnednn()) return original.call(this, grads);
+    const backend = tf.backend() as OnednnBackend;
+    const names = Array.isArray(grads) ? grads.map((g) => g.name) : Object.keys(grads);
+    // As the original: 1 − β^t in float32, from the float32 accumulators.
+    const oneMinusAcc1 = Math.fround(1 - this.accBeta1.dataSync()[0]);
+    const oneMinusAcc2 = Math.fround(1 - this.accBeta2.dataSync()[0]);
+    const k = [
+      this.beta1, 1 - this.beta1, this.beta2, 1 - this.beta2,
+      oneMinusAcc1, oneMinusAcc2, this.epsilon, -this.learningRate,
+    ];
+    names.forEach((name, i) => {
+      const value = tf.engine().registeredVariables[name];
+      if (this.accumulatedFirstMoment[i] == null) {
+        this.accumulatedFirstMoment[i] = {
+          originalName: `${name}/m`,
+          variable: tf.tidy(() => tf.zerosLike(value).variable(false)),
+        };
+      }
+      if (this.accumulatedSecondMoment[i] == null) {
+        this.accumulatedSecondMoment[i] = {
+          originalName: `${name}/v`,
+          variable: tf.tidy(() => tf.zerosLike(value).variable(false)),
+        };
+      }
+      const gradient = Array.isArray(grads) ? grads[i].tensor : grads[name];
+      if (gradient == null) return;
+      const m = this.accumulatedFirstMoment[i]!.variable;
+      const v = this.accumulatedSecondMoment[i]!.variable;
+      const arrays = [value, m, v].map((t) => ownedValues(backend, t));
+      const g = backend.data.get(gradient.dataId)?.values;
+      if (!(g instanceof Float32Array) || arrays.some((a) => a === undefined)) {
+        throw new BackendError(`Adam on ${ONEDNN_BACKEND}: variable ${name} is not float32`);
+      }
+      native.adam(arrays[0]!, arrays[1]!, arrays[2]!, g, k);
+    });
+    tf.tidy(() => {
+      this.accBeta1.assign(tf.mul(this.accBeta1, this.beta1));
+      this.accBeta2.assign(tf.mul(this.accBeta2, this.beta2));
+    });
+    this.incrementIterations();
+  };
+  (hooked as unknown as Record<symbol, unknown>)[HOOKED] = true;
+  proto.applyGradients = hooked;
+}
+
+/**
+ * A variable's array, safe to update in place: when another tensor shares
+ * its memory (tf.clone does), the variable first gets a copy of its own.
+ */
+function ownedValues(backend: OnednnBackend, variable: tf.Variable): Float32Array | undefined {
+  const values = backend.data.get(variable.dataId)?.values;
+  if (!(values instanceof Float32Array)) return undefined;
+  if (backend.refCount(variable.dataId) <= 1) return values;
+  const copy = tf.tensor(values.slice(), variable.shape, 'float32');
+  variable.assign(copy);
+  // The variable now holds the only other reference to the copy's memory.
+  copy.dispose();
+  return backend.data.get(variable.dataId)?.values as Float32Array;
+}

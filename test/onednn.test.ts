@@ -1,0 +1,454 @@
+/**
+ * The oneDNN backend against the plain CPU backend: each native kernel over a
+ * matrix of shapes (kernel 1, 2, 3, 5, 7; stride 1, 2, 3; 'same' and
+ * 'valid'; odd sizes; batch 1), to a relative 1e-4 plus an absolute 1e-5 of
+ * the largest reference magnitude for entries near zero (the two backends sum
+ * in different orders); then the training hooks, the first training steps of
+ * a small residual network and of ResNet50 (losses to 1e-3), and that no
+ * tensor or native memory grows from one step to the next.
+ *
+ * The addon is optional: where it is not built these tests are skipped with a
+ * note saying how to build it, except under CI (`CI` set), where setup builds
+ * it and its absence is a failure.
+ */
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+
+import * as tf from '@tensorflow/tfjs';
+
+import {
+  isOnednnAddonBuilt,
+  loadOnednnBackend,
+  onednnInfo,
+  onednnPoolInfo,
+  takeFallbackCounts,
+} from '../src/backend/onednn.js';
+import { convolutionalBlock, identityBlock } from '../src/blocks.js';
+import { ResNet50 } from '../src/resnet50.js';
+import { compileForTraining } from '../src/train.js';
+
+const RTOL = 1e-4;
+const ATOL_OF_MAX = 1e-5;
+const LOSS_RTOL = 1e-3;
+
+const built = isOnednnAddonBuilt();
+const skip =
+  !built && !process.env.CI
+    ? 'the oneDNN addon is not built: run `npm run build:native` (or `bash scripts/setup.sh ' +
+      'native`) to test the onednn backend'
+    : false;
+if (skip) {
+  console.warn(`\n*** SKIPPING test/onednn.test.ts: ${skip} ***\n`);
+}
+
+type Backend = 'cpu' | 'onednn';
+interface Result {
+  shape: number[];
+  data: Float32Array;
+}
+
+/** Deterministic values in [-1, 1) (a small LCG), so each case is reproducible. */
+function values(size: number, seed: number): Float32Array {
+  const out = new Float32Array(size);
+  let state = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    out[i] = state / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+function sizeOf(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Runs `f` on a backend, on tensors made there from seeded values, and reads every output. */
+async function runOn(
+  backend: Backend,
+  inputs: number[][],
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<Result[]> {
+  await tf.setBackend(backend);
+  const xs = inputs.map((shape, i) => tf.tensor(values(sizeOf(shape), i + 1), shape));
+  const out = f(...xs);
+  const ys = Array.isArray(out) ? out : [out];
+  const results = await Promise.all(
+    ys.map(async (y) => ({ shape: y.shape, data: (await y.data()) as Float32Array })),
+  );
+  tf.dispose([...xs, ...ys]);
+  return results;
+}
+
+/** Checks the shape, then every value, naming the worst element on a miss. */
+function assertClose(label: string, actual: Result, expected: Result, rtol = RTOL): void {
+  assert.deepEqual(actual.shape, expected.shape, `${label}: shape differs from the CPU backend's`);
+  let scale = 0;
+  for (const v of expected.data) scale = Math.max(scale, Math.abs(v));
+  const atol = ATOL_OF_MAX * scale;
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < expected.data.length; i++) {
+    const excess = Math.abs(actual.data[i] - expected.data[i]) - (atol + rtol * Math.abs(expected.data[i]));
+    if (!(excess <= worstExcess)) {
+      worst = i;
+      worstExcess = excess;
+    }
+  }
+  if (worst >= 0) {
+    assert.fail(
+      `${label}: element ${worst} is ${actual.data[worst]} on onednn but ` +
+        `${expected.data[worst]} on the CPU backend (off by ` +
+        `${Math.abs(actual.data[worst] - expected.data[worst]).toExponential(2)}, allowed ` +
+        `${(atol + rtol * Math.abs(expected.data[worst])).toExponential(2)}). ` +
+        'Check the padding and stride geometry handed to the addon.',
+    );
+  }
+}
+
+/**
+ * Runs `f` on both backends and compares every output; unless `fallback` is
+ * set, also checks that no native kernel handed the case to the CPU kernel.
+ */
+async function check(
+  label: string,
+  inputs: number[][],
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+  fallback = false,
+): Promise<void> {
+  takeFallbackCounts();
+  const actual = await runOn('onednn', inputs, f);
+  const fellBack = takeFallbackCounts();
+  const expected = await runOn('cpu', inputs, f);
+  if (!fallback) {
+    assert.deepEqual(fellBack, {}, `${label}: the native kernel fell back to the CPU kernel`);
+  }
+  assert.equal(actual.length, expected.length);
+  actual.forEach((a, i) => assertClose(`${label} [output ${i}]`, a, expected[i]));
+}
+
+function runKernel(name: string, inputs: tf.NamedTensorMap, attrs: object): tf.Tensor {
+  return tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as tf.Tensor;
+}
+
+/** Output size of a convolution or pooling, as TensorFlow computes it. */
+function outSize(size: number, k: number, s: number, pad: 'same' | 'valid'): number {
+  return pad === 'same' ? Math.ceil(size / s) : Math.ceil((size - k + 1) / s);
+}
+
+describe('onednn backend', { skip }, () => {
+  before(async () => {
+    if (!built) {
+      assert.fail(
+        'CI is set but the oneDNN addon is not built: setup should have built it ' +
+          '(bash scripts/setup.sh native); see its output for why it did not.',
+      );
+    }
+    await loadOnednnBackend();
+  });
+
+  describe('convolution and its gradients', () => {
+    const kernels = [1, 2, 3, 5, 7];
+    const strides = [1, 2, 3];
+    const pads = ['same', 'valid'] as const;
+    for (const k of kernels) {
+      for (const s of strides) {
+        for (const pad of pads) {
+          // Odd, unequal sizes; batch 1 on every other case.
+          const batch = (k + s) % 2 === 0 ? 1 : 2;
+          const x = [batch, 11, 9, 3];
+          const w = [k, k, 3, 4];
+          const dy = [batch, outSize(11, k, s, pad), outSize(9, k, s, pad), 4];
+          const name = `${k}×${k}, stride ${s}, '${pad}', batch ${batch}`;
+          it(`matches the CPU backend: ${name}`, async () => {
+            await check(`Conv2D ${name}`, [x, w], (a, b) =>
+              tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, s, pad),
+            );
+            await check(`FusedConv2D with bias and ReLU ${name}`, [x, w, [4]], (a, b, c) =>
+              tf.fused.conv2d({
+                x: a as tf.Tensor4D,
+                filter: b as tf.Tensor4D,
+                strides: s,
+                pad,
+                bias: c,
+                activation: 'relu',
+              }),
+            );
+            await check(`Conv2DBackpropInput ${name}`, [dy, w], (g, b) =>
+              runKernel('Conv2DBackpropInput', { dy: g, filter: b }, {
+                inputShape: x, strides: s, pad, dataFormat: 'NHWC',
+              }),
+            );
+            await check(`Conv2DBackpropFilter ${name}`, [x, dy], (a, g) =>
+              runKernel('Conv2DBackpropFilter', { x: a, dy: g }, {
+                filterShape: w, strides: s, pad, dataFormat: 'NHWC',
+              }),
+            );
+          });
+        }
+      }
+    }
+
+    it('matches with dilation 2, explicit padding and more channels', async () => {
+      await check('Conv2D dilation 2', [[1, 13, 11, 5], [3, 3, 5, 6]], (a, b) =>
+        tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same', 'NHWC', 2),
+      );
+      await check('Conv2D explicit padding', [[2, 9, 9, 16], [3, 3, 16, 32]], (a, b) =>
+        tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, [[0, 0], [1, 2], [2, 1], [0, 0]]),
+      );
+    });
+
+    it('gives the same gradients through tf.grads of a fused convolution', async () => {
+      await check('fused conv2d gradients', [[2, 9, 7, 3], [3, 3, 3, 8], [8], [2, 5, 4, 8]],
+        (x, w, b, r) => {
+          const f = (xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) =>
+            tf.sum(tf.mul(tf.fused.conv2d({
+              x: xi as tf.Tensor4D, filter: wi as tf.Tensor4D, strides: 2, pad: 'same', bias: bi,
+            }), r));
+          return tf.grads(f)([x, w, b]);
+        });
+    });
+  });
+
+  describe('matrix products', () => {
+    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+      it(`matches with transposeA ${ta}, transposeB ${tb}`, async () => {
+        const a = (batch: number[]) => [...batch, ...(ta ? [7, 5] : [5, 7])];
+        const b = (batch: number[]) => [...batch, ...(tb ? [3, 7] : [7, 3])];
+        const mm = (x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, ta, tb);
+        await check('MatMul 2-D', [a([]), b([])], mm);
+        await check('MatMul batched', [a([4]), b([4])], mm);
+        await check('MatMul broadcast batch', [a([2, 3]), b([1])], mm);
+        await check('fused MatMul with bias and ReLU', [a([]), b([]), [3]], (x, y, c) =>
+          tf.fused.matMul({ a: x, b: y, transposeA: ta, transposeB: tb, bias: c, activation: 'relu' }),
+        );
+      });
+    }
+  });
+
+  describe('pooling and its gradients', () => {
+    for (const k of [1, 2, 3]) {
+      for (const s of [1, 2, 3]) {
+        for (const pad of ['same', 'valid'] as const) {
+          const batch = (k + s) % 2 === 0 ? 1 : 2;
+          const x = [batch, 7, 9, 5];
+          const name = `${k}×${k}, stride ${s}, '${pad}', batch ${batch}`;
+          it(`matches the CPU backend: ${name}`, async () => {
+            for (const op of ['max', 'avg'] as const) {
+              const pool = (t: tf.Tensor) =>
+                op === 'max'
+                  ? tf.maxPool(t as tf.Tensor4D, k, s, pad)
+                  : tf.avgPool(t as tf.Tensor4D, k, s, pad);
+              const dy = [batch, outSize(7, k, s, pad), outSize(9, k, s, pad), 5];
+              await check(`${op} pool ${name}`, [x], pool);
+              await check(`${op} pool gradient ${name}`, [x, dy], (t, r) =>
+                tf.grad((u: tf.Tensor) => tf.sum(tf.mul(pool(u), r)))(t),
+              );
+            }
+          });
+        }
+      }
+    }
+  });
+
+  describe('BatchNorm', () => {
+    for (const shape of [[1, 5, 7, 3], [2, 3, 3, 16], [4, 2, 2, 64]]) {
+      it(`trains through the fused kernel like tf.moments + tf.batchNorm: ${JSON.stringify(shape)}`,
+        async () => {
+          const channels = shape[3];
+          // Build the layer once per backend with the same weights, then compare
+          // the output, the gradients and the moving statistics after one call.
+          const run = async (backend: Backend) => {
+            await tf.setBackend(backend);
+            const layer = tf.layers.batchNormalization({ axis: 3, epsilon: 1e-3, momentum: 0.9 });
+            layer.build(shape);
+            layer.setWeights([
+              tf.tensor(values(channels, 7).map((v) => 1 + v / 2)),
+              tf.tensor(values(channels, 8)),
+              tf.tensor(values(channels, 9)),
+              tf.tensor(values(channels, 10).map((v) => 1.5 + v)),
+            ]);
+            const x = tf.tensor(values(sizeOf(shape), 1).map((v, i) => 3 * v + (i % channels)), shape);
+            const r = tf.tensor(values(sizeOf(shape), 2), shape);
+            const [gamma, beta] = layer.trainableWeights.map((w) => w.read() as tf.Variable);
+            // Each call also moves the moving statistics, the same on both backends.
+            const y = layer.apply(x, { training: true }) as tf.Tensor;
+            const loss = (xi: tf.Tensor) =>
+              tf.sum(tf.mul(layer.apply(xi, { training: true }) as tf.Tensor, r)) as tf.Scalar;
+            const dx = tf.grad(loss)(x);
+            const { grads } = tf.variableGrads(() => loss(x), [gamma, beta]);
+            const out = [y, dx, grads[gamma.name], grads[beta.name], ...layer.getWeights().slice(2)];
+            const results = await Promise.all(
+              out.map(async (t) => ({ shape: t.shape, data: (await t.data()) as Float32Array })),
+            );
+            tf.dispose([x, r, dx, ...Object.values(grads), y]);
+            for (const w of layer.weights) w.dispose();
+            return results;
+          };
+          const actual = await run('onednn');
+          const expected = await run('cpu');
+          const names = ['y', 'dx', 'dgamma', 'dbeta', 'moving mean', 'moving variance'];
+          actual.forEach((a, i) => assertClose(`BatchNorm ${names[i]}`, a, expected[i]));
+        });
+    }
+
+    it('infers with given statistics like the CPU kernel', async () => {
+      await check('FusedBatchNorm per channel', [[2, 3, 5, 4], [4], [4], [4], [4]],
+        (x, m, v, o, s) => tf.batchNorm(x, m, tf.add(tf.abs(v), 0.5), o, s, 1e-3));
+      await check('FusedBatchNorm scalar statistics', [[2, 3, 5, 4], [1], [1]],
+        (x, m, v) => tf.batchNorm(x, m, tf.add(tf.abs(v), 0.5)));
+    });
+  });
+
+  describe('element-wise kernels and sums', () => {
+    it('ReLU and its gradient match', async () => {
+      await check('ReLU', [[3, 5, 7, 2]], (x) => tf.relu(x));
+      await check('ReLU gradient', [[3, 5, 7, 2], [3, 5, 7, 2]], (x, r) =>
+        tf.grad((u: tf.Tensor) => tf.sum(tf.mul(tf.relu(u), r)))(x),
+      );
+    });
+
+    for (const op of ['add', 'sub', 'mul', 'div'] as const) {
+      it(`${op} matches for equal shapes, scalars and channel vectors`, async () => {
+        const f = (a: tf.Tensor, b: tf.Tensor) =>
+          op === 'div' ? tf.div(a, tf.add(tf.abs(b), 0.5)) : tf[op](a, b);
+        await check(`${op} same shape`, [[2, 3, 4, 5], [2, 3, 4, 5]], f);
+        await check(`${op} scalar right`, [[2, 3, 4, 5], []], f);
+        await check(`${op} scalar left`, [[], [2, 3, 4, 5]], f);
+        await check(`${op} vector right`, [[2, 3, 4, 5], [5]], f);
+        await check(`${op} vector left`, [[1, 1, 5], [2, 3, 4, 5]], f);
+        await check(`${op} other broadcast (CPU kernel)`, [[2, 1, 5], [1, 4, 1]], f, true);
+      });
+    }
+
+    it('sum matches over runs of axes, and falls back for others', async () => {
+      const shape = [3, 4, 5, 6];
+      for (const axis of [[0], [3], [0, 1, 2], [1, 2], [2, 3], [0, 1, 2, 3]]) {
+        await check(`sum over ${JSON.stringify(axis)}`, [shape], (x) => tf.sum(x, axis));
+        await check(`sum keepDims over ${JSON.stringify(axis)}`, [shape], (x) => tf.sum(x, axis, true));
+      }
+      await check('sum over [0, 2] (CPU kernel)', [shape], (x) => tf.sum(x, [0, 2]), true);
+    });
+  });
+
+  describe('Adam', () => {
+    it('updates weights and moments like tfjs-core, and leaves clones alone', async () => {
+      const run = async (backend: Backend) => {
+        await tf.setBackend(backend);
+        const w = tf.variable(tf.tensor(values(60, 1), [6, 10]), true, `adam_w_${backend}`);
+        const b = tf.variable(tf.tensor(values(10, 2)), true, `adam_b_${backend}`);
+        const clone = w.clone();
+        const x = tf.tensor(values(24, 3), [4, 6]);
+        const optimizer = tf.train.adam(0.01);
+        for (let i = 0; i < 3; i++) {
+          optimizer.minimize(() => tf.sum(tf.square(tf.add(tf.matMul(x, w), b))) as tf.Scalar);
+        }
+        const weights = await optimizer.getWeights();
+        const out = [w, b, clone, ...weights.slice(1).map((v) => v.tensor)];
+        const results = await Promise.all(
+          out.map(async (t) => ({ shape: t.shape, data: (await t.data()) as Float32Array })),
+        );
+        optimizer.dispose();
+        tf.dispose([w, b, clone, x]);
+        return results;
+      };
+      const actual = await run('onednn');
+      const expected = await run('cpu');
+      assert.equal(actual.length, expected.length);
+      actual.forEach((a, i) => assertClose(`Adam output ${i}`, a, expected[i]));
+      assert.deepEqual(actual[2].data, values(60, 1), 'a clone of a variable changed with it');
+    });
+  });
+
+  describe('training', () => {
+    /**
+     * Trains `build()` for `steps` on one backend, from `weights` if given;
+     * returns the losses (with `lossAfter`, one more: the loss after the last
+     * update), the initial weights and [tensors, native bytes, pool bytes]
+     * after each step.
+     */
+    async function losses(
+      backend: Backend,
+      build: () => tf.LayersModel,
+      weights: tf.Tensor[] | undefined,
+      batch: number[],
+      steps: number,
+      lossAfter = false,
+    ): Promise<{ losses: number[]; weights: tf.Tensor[]; memory: number[][] }> {
+      await tf.setBackend(backend);
+      const model = build();
+      if (weights) model.setWeights(weights);
+      const initial = model.getWeights().map((w) => w.clone());
+      compileForTraining(model, 0.01);
+      const x = tf.tensor(values(sizeOf(batch), 5).map((v) => (v + 1) / 2), batch);
+      const classes = model.outputs[0].shape[1] as number;
+      const y = tf.oneHot(tf.tensor1d([...Array(batch[0]).keys()].map((i) => i % classes), 'int32'),
+        classes);
+      const out: number[] = [];
+      const memory: number[][] = [];
+      for (let i = 0; i < steps; i++) {
+        const [loss] = (await model.trainOnBatch(x, y)) as number[];
+        out.push(loss);
+        memory.push(backend === 'onednn'
+          ? [tf.memory().numTensors, onednnInfo().bytes, onednnPoolInfo().bytes]
+          : [tf.memory().numTensors]);
+      }
+      if (lossAfter) {
+        // The loss the next step would report, from a training-mode forward
+        // pass alone: a whole step of ResNet50 on the CPU backend is too slow.
+        const next = tf.tidy(() => tf.mean(tf.metrics.categoricalCrossentropy(
+          y, model.apply(x, { training: true }) as tf.Tensor)));
+        out.push((await next.data())[0]);
+        next.dispose();
+      }
+      tf.dispose([x, y]);
+      model.dispose();
+      (model.optimizer as tf.Optimizer | undefined)?.dispose();
+      return { losses: out, weights: initial, memory };
+    }
+
+    function assertLossesClose(label: string, actual: number[], expected: number[]): void {
+      actual.forEach((loss, i) => {
+        const off = Math.abs(loss - expected[i]);
+        assert.ok(off <= LOSS_RTOL * Math.abs(expected[i]),
+          `${label}: the loss of step ${i + 1} is ${loss} on onednn but ${expected[i]} on the ` +
+            `CPU backend (relative difference ${(off / Math.abs(expected[i])).toExponential(2)}).`);
+      });
+    }
+
+    it('a small residual network trains like on the CPU backend, without growing memory', async () => {
+      const build = () => {
+        const input = tf.input({ shape: [17, 17, 3] });
+        let x = tf.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same' })
+          .apply(input) as tf.SymbolicTensor;
+        x = tf.layers.batchNormalization({ axis: 3 }).apply(x) as tf.SymbolicTensor;
+        x = tf.layers.activation({ activation: 'relu' }).apply(x) as tf.SymbolicTensor;
+        x = tf.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(x) as tf.SymbolicTensor;
+        x = convolutionalBlock(x, 3, [4, 4, 16], 1, { seed: 1 });
+        x = identityBlock(x, 3, [4, 4, 16], { seed: 2 });
+        x = tf.layers.averagePooling2d({ poolSize: 2 }).apply(x) as tf.SymbolicTensor;
+        x = tf.layers.flatten().apply(x) as tf.SymbolicTensor;
+        const out = tf.layers.dense({ units: 4, activation: 'softmax' }).apply(x) as tf.SymbolicTensor;
+        return tf.model({ inputs: input, outputs: out });
+      };
+      const cpu = await losses('cpu', build, undefined, [4, 17, 17, 3], 4);
+      const onednn = await losses('onednn', build, cpu.weights, [4, 17, 17, 3], 4);
+      tf.dispose(cpu.weights);
+      tf.dispose(onednn.weights);
+      assertLossesClose('small residual network', onednn.losses, cpu.losses);
+      // From the second step on, nothing may grow: tensors, native bytes, pool.
+      assert.deepEqual(onednn.memory[3], onednn.memory[1],
+        `memory grew between steps 2 and 4 ([tensors, native bytes, pool bytes]): ` +
+          JSON.stringify(onednn.memory));
+    });
+
+    it('ResNet50 gives the CPU backend\'s losses before and after its first step',
+      { timeout: 300_000 }, async () => {
+        const build = () => ResNet50({ seed: 0 });
+        const cpu = await losses('cpu', build, undefined, [1, 64, 64, 3], 1, true);
+        const onednn = await losses('onednn', build, cpu.weights, [1, 64, 64, 3], 1, true);
+        tf.dispose(cpu.weights);
+        tf.dispose(onednn.weights);
+        assertLossesClose('ResNet50', onednn.losses, cpu.losses);
+      });
+  });
+});
