@@ -5,6 +5,10 @@ import { describe, test } from 'node:test';
 
 import { BackendError } from '../src/errors.js';
 import { initBackend, parseBackendName } from '../src/backend/index.js';
+import { isOnednnAddonBuilt } from '../src/backend/onednn.js';
+
+/** Whether the oneDNN addon is built here, which decides the automatic choice. */
+const onednnBuilt = isOnednnAddonBuilt();
 
 /** Runs a fresh process that initialises the backend, so each case starts clean. */
 function chooseInChild(env: Record<string, string | undefined>) {
@@ -20,15 +24,34 @@ function chooseInChild(env: Record<string, string | undefined>) {
 }
 
 describe('backend choice', () => {
-  test('without the native packages, auto falls back to wasm and says why, in one line', () => {
+  test('without the TensorFlow packages, auto takes onednn if built, else wasm, in one line', () => {
     const { status, out } = chooseInChild({ RESNET_BACKEND: undefined });
     assert.equal(status, 0, out);
     const lines = out.split('\n').filter((l) => l.startsWith('[backend]'));
     assert.equal(lines.length, 1, out);
-    assert.match(lines[0], /^\[backend\] wasm: WebAssembly/);
     assert.match(lines[0], /skipped gpu: @tensorflow\/tfjs-node-gpu is not installed/);
     assert.match(lines[0], /node: @tensorflow\/tfjs-node is not installed/);
-    assert.match(out, /CHOSEN wasm wasm/);
+    if (onednnBuilt) {
+      assert.match(lines[0], /^\[backend\] onednn: oneDNN native CPU kernels/);
+      assert.match(out, /CHOSEN onednn onednn/);
+    } else {
+      assert.match(lines[0], /^\[backend\] wasm: WebAssembly/);
+      assert.match(lines[0], /onednn: the oneDNN addon is not built .*npm run build:native/);
+      assert.match(out, /CHOSEN wasm wasm/);
+    }
+  });
+
+  test('RESNET_BACKEND=onednn forces it, or says how to build it', () => {
+    const { status, out } = chooseInChild({ RESNET_BACKEND: 'onednn' });
+    if (onednnBuilt) {
+      assert.equal(status, 0, out);
+      assert.match(out, /\[backend\] onednn: .*forced by RESNET_BACKEND/);
+      assert.match(out, /CHOSEN onednn onednn/);
+    } else {
+      assert.equal(status, 3, out);
+      assert.match(out, /FAILED BackendError: The backend `onednn` .* not built/);
+      assert.match(out, /bash scripts\/setup\.sh native/);
+    }
   });
 
   test('RESNET_BACKEND=gpu fails clearly when tfjs-node-gpu cannot load', () => {
@@ -48,7 +71,7 @@ describe('backend choice', () => {
   test('a misspelt RESNET_BACKEND names the allowed values', () => {
     const { status, out } = chooseInChild({ RESNET_BACKEND: 'cuda' });
     assert.equal(status, 3, out);
-    assert.match(out, /must be one of auto, gpu, node, wasm, cpu; received "cuda"/);
+    assert.match(out, /must be one of auto, gpu, node, onednn, wasm, cpu; received "cuda"/);
     assert.throws(() => parseBackendName('tpu'), BackendError);
   });
 
@@ -67,15 +90,22 @@ describe('backend choice', () => {
           tried.push('node');
           throw new Error('The specified module could not be found.\nsecond line');
         },
+        onednn: async () => {
+          tried.push('onednn');
+          throw new Error('the oneDNN addon is not built');
+        },
         wasm: async () => {
           tried.push('wasm');
           await tf.setBackend('cpu');
         },
       },
     });
-    assert.deepEqual(tried, ['gpu', 'node', 'wasm']);
+    assert.deepEqual(tried, ['gpu', 'node', 'onednn', 'wasm']);
     assert.equal(choice.name, 'wasm');
     assert.equal(lines.length, 1);
-    assert.match(lines[0], /skipped gpu: libcudart\.so\.11\.0.*; node: The specified module could not be found\.$/);
+    assert.match(
+      lines[0],
+      /skipped gpu: libcudart\.so\.11\.0.*; node: The specified module could not be found\.; onednn: the oneDNN addon is not built$/,
+    );
   });
 });

@@ -2,18 +2,20 @@
  * Chooses the TensorFlow.js compute backend, once per process, and says why.
  *
  * Order of preference: CUDA through `@tensorflow/tfjs-node-gpu`, native CPU
- * through `@tensorflow/tfjs-node`, WebAssembly, then the plain JavaScript CPU
- * backend. The two native packages are optional dependencies whose install
- * step downloads libtensorflow; where that download cannot happen they are
- * absent and the choice falls through to WebAssembly, which this project
- * makes able to train (see `wasm-kernels.ts`).
+ * through `@tensorflow/tfjs-node`, the project's own oneDNN addon (see
+ * `onednn.ts`; built by `npm run build:native`), WebAssembly, then the plain
+ * JavaScript CPU backend. The two TensorFlow packages are optional
+ * dependencies whose install step downloads libtensorflow; where that download
+ * cannot happen they are absent and the choice falls through to the oneDNN
+ * addon where it is built, else to WebAssembly, which this project makes able
+ * to train (see `wasm-kernels.ts`).
  */
 import * as tf from '@tensorflow/tfjs';
 
 import { BackendError } from '../errors.js';
 
 /** The names `RESNET_BACKEND` and `--backend` accept, in order of preference. */
-export const BACKEND_NAMES = ['gpu', 'node', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['gpu', 'node', 'onednn', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 
 /** Loads one backend and makes it the active one; throws if it cannot. */
@@ -22,7 +24,7 @@ export type BackendLoader = () => Promise<void>;
 export interface BackendChoice {
   /** The backend in use. */
   name: BackendName;
-  /** TensorFlow.js's own name for it (`tensorflow`, `wasm`, `cpu`). */
+  /** TensorFlow.js's own name for it (`tensorflow`, `onednn`, `wasm`, `cpu`). */
   tfName: string;
   /** The backends tried before it, each with the reason it was skipped. */
   skipped: Array<{ name: BackendName; reason: string }>;
@@ -45,6 +47,7 @@ export interface InitBackendOptions {
 const DESCRIPTIONS: Record<BackendName, string> = {
   gpu: 'TensorFlow native with CUDA (@tensorflow/tfjs-node-gpu)',
   node: 'TensorFlow native CPU (@tensorflow/tfjs-node)',
+  onednn: 'oneDNN native CPU kernels (the native/ addon on libdnnl, no libtensorflow)',
   wasm: 'WebAssembly (@tensorflow/tfjs-backend-wasm, with training kernels)',
   cpu: 'plain JavaScript CPU (slow: about 36 s an image in training)',
 };
@@ -82,6 +85,10 @@ async function setActive(tfName: string): Promise<void> {
 const DEFAULT_LOADERS: Record<BackendName, BackendLoader> = {
   gpu: () => loadNative('@tensorflow/tfjs-node-gpu'),
   node: () => loadNative('@tensorflow/tfjs-node'),
+  onednn: async () => {
+    const { loadOnednnBackend } = await import('./onednn.js');
+    await loadOnednnBackend();
+  },
   wasm: async () => {
     await import('@tensorflow/tfjs-backend-wasm');
     const { registerWasmTrainingKernels } = await import('./wasm-kernels.js');
