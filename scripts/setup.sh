@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Prepares a fresh machine for the project, in four steps:
+# Prepares a fresh machine for the project, in five steps:
 #   1. system packages: Jupyter (to run the notebooks) and Chromium (plots);
 #   2. npm dependencies, from package-lock.json;
-#   3. the SIGNS datasets into Requirements/datasets/, checked by SHA-256;
-#   4. the Jupyter kernel "TypeScript (resnet-ts)".
+#   3. the oneDNN addon (native/), the fast CPU backend: libdnnl-dev, then
+#      node-gyp; optional, without it the project runs on WebAssembly;
+#   4. the SIGNS datasets into Requirements/datasets/, checked by SHA-256;
+#   5. the Jupyter kernel "TypeScript (resnet-ts)".
 # Safe to rerun: each step skips what is already done.
 #
 # Usage: bash scripts/setup.sh [STEP...]   (or: npm run setup -- [STEP...])
-#   With no STEP, runs all four; STEP is system, npm, datasets or kernel.
+#   With no STEP, runs all five; STEP is system, npm, native, datasets or kernel.
 # Environment:
 #   SIGNS_SOURCE  folder to copy the SIGNS files from. Defaults to
 #                 ../shared/datasets beside the project.
@@ -113,11 +115,58 @@ step_npm() {
     log npm "native backend @tensorflow/tfjs-node installed"
   else
     log npm "native backend @tensorflow/tfjs-node absent (needs a download at install); " \
-"the WebAssembly backend will be used"
+"the oneDNN addon (step native) or else WebAssembly will be used"
   fi
 }
 
-# --- 3. SIGNS datasets --------------------------------------------------------
+# --- 3. The oneDNN addon ------------------------------------------------------
+# The `onednn` backend (src/backend/onednn.ts) is a Node addon on Debian's
+# oneDNN (libdnnl-dev), built by node-gyp against the installed Node headers
+# (npm's nodedir), so no download is needed. Optional: where it cannot be
+# built, say how and go on; the backend choice then falls to WebAssembly.
+
+ADDON="$ROOT/native/build/Release/onednn_backend.node"
+
+step_native() {
+  if ! [[ -f /usr/include/oneapi/dnnl/dnnl.hpp ]]; then
+    if command -v apt-get >/dev/null 2>&1 && is_root; then
+      log native "installing libdnnl-dev (apt-get)"
+      if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        libdnnl-dev; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+          libdnnl-dev || true
+      fi
+    fi
+    if ! [[ -f /usr/include/oneapi/dnnl/dnnl.hpp ]]; then
+      warn native "oneDNN headers not found (Debian/Ubuntu: sudo apt-get install libdnnl-dev), " \
+"so the oneDNN addon is not built and training runs on WebAssembly. Install it, then " \
+"rerun bash scripts/setup.sh native."
+      return
+    fi
+  fi
+  if ! command -v g++ >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+    warn native "g++ and make are needed to build the oneDNN addon (Debian: sudo apt-get " \
+"install g++ make); training runs on WebAssembly until then. Rerun bash scripts/setup.sh native."
+    return
+  fi
+  # Rebuilt when the addon is missing or older than its sources.
+  if [[ -f "$ADDON" && -z "$(find native/src native/binding.gyp -newer "$ADDON" 2>/dev/null)" ]]; then
+    log native "oneDNN addon up to date: ${ADDON#"$ROOT"/}"
+    return
+  fi
+  log native "building the oneDNN addon (npm run build:native, half a minute)"
+  if npm run --silent build:native >"$TMP_DIR/native.log" 2>&1 \
+    && node -e 'require(process.argv[1]).info()' "$ADDON" >/dev/null 2>&1; then
+    log native "built ${ADDON#"$ROOT"/}; the backend choice now prefers onednn to WebAssembly"
+  else
+    tail -n 20 "$TMP_DIR/native.log" >&2
+    warn native "the oneDNN addon did not build or load (see above); training runs on " \
+"WebAssembly. Fix the cause, then rerun bash scripts/setup.sh native."
+  fi
+}
+
+# --- 4. SIGNS datasets --------------------------------------------------------
 # The reference sums are those of the shared copies. The shared train file is
 # a rebuild of the course's (see ../shared/datasets/README.md), so a course
 # download of train_signs.h5 has another sum: such a file is not replaced but
@@ -199,7 +248,7 @@ check_layout() {
   done
 }
 
-# --- 4. Jupyter kernel --------------------------------------------------------
+# --- 5. Jupyter kernel --------------------------------------------------------
 # The kernel runs scripts/tslab-kernel.cjs, which starts tslab in the project
 # root so notebooks can import ../src. Root installs it for every user.
 
@@ -234,11 +283,14 @@ step_kernel() {
 
 main() {
   local steps=("$@") step
-  [[ ${#steps[@]} -gt 0 ]] || steps=(system npm datasets kernel)
+  [[ ${#steps[@]} -gt 0 ]] || steps=(system npm native datasets kernel)
   for step in "${steps[@]}"; do
     case "$step" in
-      system | npm | datasets | kernel) ;;
-      *) fail setup "unknown step \"$step\": expected some of system, npm, datasets, kernel." ;;
+      system | npm | native | datasets | kernel) ;;
+      *)
+        fail setup "unknown step \"$step\": expected some of system, npm, native, datasets, " \
+"kernel."
+        ;;
     esac
   done
   log setup "project at $ROOT"
