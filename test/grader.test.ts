@@ -14,8 +14,13 @@ import {
   checkResNet50,
   ExerciseResult,
 } from '../src/grader/index.js';
+import { buildCases, loadReferences, probesOf } from '../src/grader/checks.js';
 import { parseArgs } from '../src/grader/cli.js';
+import { probeKernels, suspectMistakes } from '../src/grader/diagnose.js';
 import { gradeSubmission } from '../src/grader/grade.js';
+import { precomputeOutputs } from '../src/grader/precompute.js';
+import { blockKey, float32Text, lookupBlock, mistakeKey } from '../src/grader/precomputed.js';
+import type { BlockProbe } from '../src/grader/types.js';
 import { referenceBlock, tensor4d, variantBlock } from '../src/grader/variants.js';
 import { compareWithReference, loadBlockReference, referenceDir } from '../src/reference.js';
 import { ResNet50 } from '../src/resnet50.js';
@@ -74,6 +79,57 @@ describe("the grader's own block reproduces the reference tensors", () => {
     const spec = { block: 'convolutional' as const, f: 2, filters, s: 2 };
     assert.equal(variantBlock(spec, x, ks, true, { noShortcutConv: true }), undefined);
     tf.dispose([x, ...ks]);
+  });
+});
+
+describe("the learner workspace's precomputed outputs", () => {
+  test('read back exactly as the live block computes them, mistakes included', () => {
+    const refs = loadReferences();
+    const outputs = precomputeOutputs(refs, [4]);
+    assert.deepEqual(outputs.seeds, [4]);
+    let compared = 0;
+    for (const exercise of ['identityBlock', 'convolutionalBlock'] as const) {
+      const probes = probesOf(buildCases(exercise, refs, 4)).filter(
+        (p): p is BlockProbe => p.kind === 'block',
+      );
+      for (const probe of probes) {
+        const x = tensor4d(probe.input);
+        const ks = probeKernels(probe);
+        const key = blockKey(probe, x, ks, probe.training);
+        for (const mistakes of [{}, ...suspectMistakes(probe, probe.training)]) {
+          const what = `${probe.id} ${mistakeKey(mistakes)}`;
+          const live = variantBlock(probe, x, ks, probe.training, mistakes);
+          const stored = lookupBlock(outputs, key, mistakes);
+          assert.equal(stored === undefined, live === undefined, what);
+          if (live && stored) {
+            assert.deepEqual(stored.shape, live.shape, what);
+            assert.deepEqual(stored.dataSync(), live.dataSync(), what);
+            compared++;
+          }
+          tf.dispose([live, stored].filter((t): t is tf.Tensor4D => t !== undefined));
+        }
+        tf.dispose([x, ...ks]);
+      }
+    }
+    assert.ok(compared > 100, `only ${compared} outputs compared`);
+  });
+
+  test("a key tells inputs and modes apart, not an identity stride or mistakes' order", () => {
+    const filters: [number, number, number] = [1, 1, 2];
+    const spec = { block: 'identity' as const, f: 1, filters, s: 1 };
+    const x = tf.ones([1, 1, 1, 2]);
+    const y = tf.tensor([1, 1.0000001], [1, 1, 1, 2]);
+    assert.notEqual(blockKey(spec, x, [], true), blockKey(spec, y, [], true));
+    assert.notEqual(blockKey(spec, x, [], true), blockKey(spec, x, [], false));
+    // A stride means nothing to the identity block.
+    assert.equal(blockKey(spec, x, [], true), blockKey({ ...spec, s: 2 }, x, [], true));
+    const swapped = [{ noShortcut: true, bnAxis: 0 }, { bnAxis: 0, noShortcut: true }];
+    assert.equal(mistakeKey(swapped[0]), mistakeKey(swapped[1]));
+    assert.equal(mistakeKey({ training: undefined }), '');
+    for (const v of [0.1, -1 / 3, 1e-30, 123456.789, 0]) {
+      assert.equal(Math.fround(float32Text(v)), Math.fround(v));
+    }
+    tf.dispose([x, y]);
   });
 });
 

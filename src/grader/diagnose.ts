@@ -1,9 +1,9 @@
 /**
  * Names the likely mistake behind a failing block case, in the learner's
- * terms. The strongest evidence comes first: the grader recomputes the case
- * with its own block, once per known mistake (see `variants.ts`), from the
- * same input and kernels, and a learner's output that matches one of those
- * exactly is that mistake. Then the kernel shapes the block asked for, then
+ * terms. The strongest evidence comes first: the grader's own block's output
+ * for the same input and kernels, once per known mistake (see `variants.ts`;
+ * computed by the teacher's grader, precomputed in a learner workspace), and
+ * a learner's output that matches one of those exactly is that mistake. Then the kernel shapes the block asked for, then
  * the layers it applied, then what the output itself shows (NaN, negative
  * values, a shape).
  */
@@ -104,8 +104,13 @@ function matches(actual: tf.Tensor, expected: tf.Tensor, tol: Tolerance): boolea
   return compareWithReference(actual, expected.arraySync() as number[], loose).ok;
 }
 
+/** The mistakes the diagnosis tries for a block, in order (what release:student precomputes). */
+export function suspectMistakes(spec: BlockSpec, training: boolean): Mistakes[] {
+  return SUSPECTS.filter((s) => !s.applies || s.applies(spec, training)).map((s) => s.mistakes);
+}
+
 /** The probe's kernels as tensors (ones of the right shapes for a constant probe). */
-function probeKernels(probe: BlockProbe): tf.Tensor4D[] {
+export function probeKernels(probe: BlockProbe): tf.Tensor4D[] {
   if (Array.isArray(probe.kernels)) {
     return probe.kernels.map((k) => tensor4d(k));
   }

@@ -6,59 +6,24 @@
  * with one on they give the output of that mistake, which the diagnosis
  * compares with a learner's output to name the mistake exactly.
  *
- * Known shortcoming: this module ships in the learner workspace (the
- * notebook checks need it for the fresh cases and the diagnosis), so a
- * learner can read the block's arithmetic here. Fix: have release:student
- * precompute the fixed-seed expected outputs and variant outputs into a JSON
- * file and ship a lookup in place of this module.
+ * Teacher side only: `npm run release:student` runs these on the public
+ * cases, writes the outputs into the workspace (see `precomputed.ts`) and
+ * ships `variants-lookup.ts` under this name, so that no learner can read
+ * the block's arithmetic here.
  */
 import * as tf from '@tensorflow/tfjs';
 
-import type { BlockSpec, TensorData } from './types.js';
+import type { Mistakes } from './precomputed.js';
+import type { BlockSpec } from './types.js';
+
+export { kernelShapes, tensor4d } from './precomputed.js';
+export type { Mistakes } from './precomputed.js';
 
 /** BatchNormalization's epsilon (Keras's and the reference's). */
 const EPSILON = 1e-3;
 
-/** One mistake or a combination; every field defaults to "done right". */
-export interface Mistakes {
-  /** The output is ReLU(main path): no shortcut at all. */
-  noShortcut?: boolean;
-  /** Each group applies ReLU before BatchNorm instead of after it. */
-  reluBeforeBn?: boolean;
-  /** A ReLU inside the convolutions (activation: 'relu' on Conv2D). */
-  convRelu?: 'all' | 'main';
-  /** The sum of the main path and the shortcut is returned without ReLU. */
-  noFinalRelu?: boolean;
-  /** No BatchNorm anywhere. */
-  noBatchNorm?: boolean;
-  /** BatchNorm normalises over this axis instead of the channels (3). */
-  bnAxis?: number;
-  /** BatchNorm runs in this mode whatever the block was asked for. */
-  training?: boolean;
-  /** Which main-path convolution carries the stride (0, the first, is right). */
-  strideOn?: 0 | 1 | 2;
-  /** The convolutional block's shortcut is the input itself. */
-  noShortcutConv?: boolean;
-  /** The convolutional block's shortcut convolution has no BatchNorm. */
-  shortcutNoBn?: boolean;
-}
-
-/** A 4-D tensor from plain data (NHWC inputs, HWIO kernels). */
-export function tensor4d(data: TensorData): tf.Tensor4D {
-  return tf.tensor(data.values, data.shape, 'float32') as unknown as tf.Tensor4D;
-}
-
-/** The kernel shapes a block needs, in the order it asks for them. */
-export function kernelShapes(spec: BlockSpec, channels: number): number[][] {
-  const [F1, F2, F3] = spec.filters;
-  const shapes = [
-    [1, 1, channels, F1],
-    [spec.f, spec.f, F1, F2],
-    [1, 1, F2, F3],
-  ];
-  if (spec.block === 'convolutional') shapes.push([1, 1, channels, F3]);
-  return shapes;
-}
+/** The fresh-input seeds this module can answer for: any, as it computes. */
+export const CHECKABLE_SEEDS: readonly number[] | undefined = undefined;
 
 function batchNorm(x: tf.Tensor4D, training: boolean, axis: number): tf.Tensor4D {
   if (!training) {
