@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
 
+import { ArgumentError } from '../errors.js';
 import {
   BlockCase,
   BlockReference,
@@ -30,7 +31,7 @@ import type {
   SymbolicProbe,
   TensorData,
 } from './types.js';
-import { kernelShapes, referenceBlock, tensor4d } from './variants.js';
+import { CHECKABLE_SEEDS, kernelShapes, referenceBlock, tensor4d } from './variants.js';
 
 /** The references a grading run holds in memory. */
 export interface GradeReferences {
@@ -386,6 +387,15 @@ function resnetCases(refs: GradeReferences, seed: number): GradedCase[] {
  * draws a new one, the notebook checks a fixed one.
  */
 export function buildCases(exercise: Exercise, refs: GradeReferences, seed: number): GradedCase[] {
+  // A learner workspace carries the fresh blocks' outputs for a few seeds only.
+  if (exercise !== 'ResNet50' && CHECKABLE_SEEDS && !CHECKABLE_SEEDS.includes(seed)) {
+    throw new ArgumentError(
+      'seed',
+      `one of ${CHECKABLE_SEEDS.join(', ')} in a learner workspace`,
+      seed,
+      'Its checks carry the expected outputs of those seeds only; the teacher grades with any.',
+    );
+  }
   switch (exercise) {
     case 'identityBlock':
       return identityCases(refs, seed);

@@ -17,6 +17,7 @@ import { buildCases, failExercise, judgeCases, loadReferences, probesOf } from '
 import { ChildLimits, runChild } from './isolate.js';
 import { exerciseLines, GradeReport, reportHtml, reportJson } from './report.js';
 import { EXERCISES, Exercise, ExerciseResult, ProbeOutput } from './types.js';
+import { CHECKABLE_SEEDS } from './variants.js';
 
 /** Options of one grading run. */
 export interface GradeOptions {
@@ -33,7 +34,10 @@ export interface GradeOptions {
   hidden?: string;
   /** The exercises to grade. Defaults to all three. */
   exercises?: Exercise[];
-  /** Seed of the fresh inputs. Defaults to a new one each run (recorded in grade.json). */
+  /**
+   * Seed of the fresh inputs. Defaults to a new one each run (recorded in
+   * grade.json); in a learner workspace, to one of the seeds it carries.
+   */
   seed?: number;
   /** Per-child limits. Defaults: 60 s (180 s for ResNet50), 1024 MiB heap, 3072 MiB RSS. */
   limits?: Partial<ChildLimits>;
@@ -125,7 +129,7 @@ export async function gradeSubmission(options: GradeOptions): Promise<GradeRepor
   const outDir = path.resolve(options.outDir ?? defaultOut);
   const referenceDir = options.referenceDir ?? path.join(graderRoot, 'Requirements', 'reference');
   const refs = loadReferences(referenceDir, options.hidden);
-  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
+  const seed = options.seed ?? randomSeed();
   const print = options.print ?? ((line: string) => console.log(line));
   const backend = options.backend ?? process.env.RESNET_BACKEND ?? 'cpu';
 
@@ -201,6 +205,13 @@ export async function gradeSubmission(options: GradeOptions): Promise<GradeRepor
       `${shortPath(outDir) || '.'}`,
   );
   return report;
+}
+
+/** A new seed each run; in a learner workspace, one of the seeds it carries outputs for. */
+function randomSeed(): number {
+  const seeds = CHECKABLE_SEEDS;
+  if (seeds) return seeds[Math.floor(Math.random() * seeds.length)];
+  return Math.floor(Math.random() * 2 ** 31);
 }
 
 /** A path relative to the current directory when inside it, else absolute. */

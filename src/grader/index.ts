@@ -33,7 +33,10 @@ export interface CheckOptions {
   referenceDir?: string;
   /** A file of extra cases in the layout of blocks.json. Defaults to none. */
   hidden?: string;
-  /** Seed of the fresh random inputs. Defaults to 0, the same every run. */
+  /**
+   * Seed of the fresh random inputs. Defaults to 0, the same every run. A
+   * learner workspace carries the expected outputs of seeds 0 to 7 only.
+   */
   seed?: number;
   /** Where the result lines go. Defaults to `console.log`; `() => {}` silences them. */
   print?: (line: string) => void;
@@ -54,7 +57,8 @@ function references(options: CheckOptions): GradeReferences {
 /**
  * Grades one exercise of a submission in this process.
  *
- * @throws DataError when a reference file is missing or malformed.
+ * @throws DataError when a reference file is missing or malformed, and
+ *   ArgumentError for a seed a learner workspace carries no outputs for.
  */
 export function checkExercise(
   exercise: Exercise,
