@@ -8,6 +8,11 @@
  * copies those in). It leaves out the grader's own tests and fixtures and
  * this script.
  *
+ * Nor does it carry a working block: the grader's own (src/grader/variants.ts)
+ * stays here, and the workspace gets src/grader/variants-lookup.ts under
+ * that name, which serves the outputs this script precomputes with it for
+ * the public cases into Requirements/grader/expected.json.gz.
+ *
  * A graded region in the solution source reads
  *
  *   // BEGIN SOLUTION
@@ -17,6 +22,7 @@
  *
  * and becomes its STUB lines, uncommented, at the same indentation.
  */
+import * as tf from '@tensorflow/tfjs';
 import {
   cpSync,
   existsSync,
@@ -29,6 +35,8 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 
+import { loadReferences } from '../src/grader/checks.js';
+import { precomputeOutputs, writePrecomputed } from '../src/grader/precompute.js';
 import { findProjectRoot } from '../src/paths.js';
 
 /** The learner's package.json scripts that need files the workspace lacks. */
@@ -41,7 +49,18 @@ const TEACHER_ONLY = [
   'test/fixtures/broken',
   'test/fixtures/hostile',
   'test/fixtures/learner-blocks.ts',
+  'src/grader/precompute.ts',
+  'src/grader/variants-lookup.ts',
 ];
+/** Teacher modules whose place in the workspace another file takes. */
+const REPLACED: Record<string, string> = {
+  'src/grader/variants.ts': 'src/grader/variants-lookup.ts',
+};
+/**
+ * Block arithmetic that must not reach the workspace's grader: BatchNorm's
+ * statistics and epsilon, convolutions and ReLUs written with tf ops.
+ */
+const BLOCK_ARITHMETIC = /\btf\.(moments|batchNorm|conv2d|relu|sqrt)\b|\bEPSILON\b/;
 
 /** A marker problem: names the file and line. */
 export class ReleaseError extends Error {
@@ -110,7 +129,8 @@ function copyTree(from: string, to: string, skip: (rel: string) => boolean, root
       mkdirSync(dst, { recursive: true });
       copyTree(src, dst, skip, root);
     } else if (rel.startsWith('src/') && rel.endsWith('.ts')) {
-      writeFileSync(dst, stripSolutions(readFileSync(src, 'utf8'), rel));
+      const from = REPLACED[rel] ? path.join(root, REPLACED[rel]) : src;
+      writeFileSync(dst, stripSolutions(readFileSync(from, 'utf8'), rel));
     } else if (rel.endsWith('.ipynb')) {
       writeFileSync(dst, clearNotebook(readFileSync(src, 'utf8')));
     } else {
@@ -174,6 +194,9 @@ export function releaseStudent(
   const datasets = (rel: string) => skip(rel) || rel.startsWith('Requirements/datasets/');
   mkdirSync(path.join(target, 'Requirements', 'datasets'), { recursive: true });
   copyTree(path.join(root, 'Requirements'), path.join(target, 'Requirements'), datasets, root);
+  // The checks' expected outputs for the public cases, from the teacher's block.
+  const refs = loadReferences(path.join(root, 'Requirements', 'reference'));
+  writePrecomputed(target, precomputeOutputs(refs));
 
   const written: string[] = [];
   const walk = (dir: string) => {
@@ -188,6 +211,13 @@ export function releaseStudent(
     /\/\/ (BEGIN|END) SOLUTION/.test(readFileSync(path.join(target, f), 'utf8'));
   const leaked = written.filter((f) => f.endsWith('.ts') && marked(f));
   if (leaked.length > 0) throw new ReleaseError(`solution markers left in ${leaked.join(', ')}`);
+  const grader = written.filter((f) => f.startsWith('src/grader/') && f.endsWith('.ts'));
+  const computes = grader.filter((f) =>
+    BLOCK_ARITHMETIC.test(readFileSync(path.join(target, f), 'utf8')),
+  );
+  if (computes.length > 0) {
+    throw new ReleaseError(`block arithmetic left in the grader: ${computes.join(', ')}`);
+  }
   return written.sort();
 }
 
@@ -199,6 +229,8 @@ function main(argv: string[]): number {
   }
   // npm runs scripts from the project root; OUT is meant from where the user was.
   const out = path.resolve(process.env.INIT_CWD ?? process.cwd(), args[0]);
+  // The precomputation only needs the CPU; PROD keeps tfjs's backend banner quiet.
+  tf.env().set('PROD', true);
   try {
     const files = releaseStudent(out, { force: argv.includes('--force') });
     console.log(`[release] ${files.length} files in ${out}; learners run \`npm run setup\` there.`);

@@ -1,3 +1,4 @@
+import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
@@ -6,6 +7,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -15,6 +17,11 @@ import { after, before, describe, test } from 'node:test';
 
 import { gradeSubmission } from '../src/grader/grade.js';
 import {
+  checkConvolutionalBlock,
+  checkIdentityBlock,
+  ExerciseResult,
+} from '../src/grader/index.js';
+import {
   clearNotebook,
   releaseStudent,
   ReleaseError,
@@ -23,9 +30,11 @@ import {
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'release-test-'));
 const ws = path.join(tmp, 'ws');
+const quiet = { print: () => {} };
 let files: string[] = [];
 
 before(() => {
+  tf.env().set('PROD', true);
   files = releaseStudent(ws);
   // The learner would run `npm run setup`; the project's own modules stand in.
   symlinkSync(path.resolve('node_modules'), path.join(ws, 'node_modules'));
@@ -76,7 +85,8 @@ describe('solution markers', () => {
 describe('the learner workspace', () => {
   test('holds what setup and the notebooks need, and none of the grader tests', () => {
     for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'src/blocks.ts',
-      'src/resnet50.ts', 'src/grader/index.ts', 'Requirements/reference/blocks.json']) {
+      'src/resnet50.ts', 'src/grader/index.ts', 'src/grader/variants.ts',
+      'Requirements/reference/blocks.json', 'Requirements/grader/expected.json.gz']) {
       assert.ok(files.includes(f), `${f} is missing`);
     }
     if (existsSync('scripts/setup.sh')) assert.ok(files.includes('scripts/setup.sh'));
@@ -86,7 +96,7 @@ describe('the learner workspace', () => {
     for (const nb of notebooks) assert.ok(files.includes(`notebooks/${nb}`), nb);
     for (const f of files) {
       assert.doesNotMatch(f, /grader\.test|release\.test|fixtures\/(broken|hostile)/);
-      assert.doesNotMatch(f, /learner-blocks|release-student/);
+      assert.doesNotMatch(f, /learner-blocks|release-student|precompute\.ts|variants-lookup/);
       assert.doesNotMatch(f, /^Requirements\/datasets\/./);
     }
     assert.ok(existsSync(path.join(ws, 'Requirements', 'datasets')));
@@ -152,6 +162,102 @@ describe('the learner workspace', () => {
       { cwd: ws, encoding: 'utf8' },
     );
     assert.equal(run.stdout.trim(), '5', run.stderr);
+  });
+
+  test('carries no working block: its grader only looks outputs up', () => {
+    const grader = files.filter((f) => f.startsWith('src/grader/') && f.endsWith('.ts'));
+    assert.ok(grader.length >= 10, grader.join(', '));
+    for (const f of grader) {
+      const text = readFileSync(path.join(ws, f), 'utf8');
+      // BatchNorm's statistics and epsilon, and convolutions or ReLUs written with tf ops.
+      assert.doesNotMatch(text, /\btf\.(moments|batchNorm|conv2d|relu|sqrt)\b|EPSILON\b/, f);
+    }
+    const variants = readFileSync(path.join(ws, 'src/grader/variants.ts'), 'utf8');
+    assert.match(variants, /Requirements\/grader\/expected\.json\.gz/);
+    assert.match(variants, /export function variantBlock\(/);
+    const size = statSync(path.join(ws, 'Requirements/grader/expected.json.gz')).size;
+    assert.ok(size < 2 ** 20, `expected.json.gz is ${size} bytes`);
+  });
+
+  /** Runs `body` in a process inside the workspace; it prints JSON, which comes back parsed. */
+  function inWorkspace(body: string): unknown {
+    const file = path.join(ws, 'check-in-workspace.ts');
+    writeFileSync(
+      file,
+      [
+        "import * as tf from '@tensorflow/tfjs';",
+        "import path from 'node:path';",
+        "import { pathToFileURL } from 'node:url';",
+        "import * as grader from './src/grader/index.ts';",
+        "tf.env().set('PROD', true);",
+        'const quiet = { print: () => {} };',
+        '// The solution and the fixtures come from the repository, as a learner\'s code would.',
+        'const repo = (f: string) => import(pathToFileURL(path.join(process.env.REPO!, f)).href);',
+        body,
+      ].join('\n'),
+    );
+    const run = spawnSync(process.execPath, ['--import', 'tsx', file], {
+      cwd: ws,
+      encoding: 'utf8',
+      env: { ...process.env, REPO: path.resolve('.') },
+    });
+    rmSync(file);
+    assert.equal(run.status, 0, run.stderr);
+    return JSON.parse(run.stdout);
+  }
+
+  const summary = (r: ExerciseResult) => [r.exercise, r.points, r.maximum, r.messages];
+
+  test('its checks give the solution full marks, from the precomputed outputs', () => {
+    const results = inWorkspace(`
+      const blocks = await repo('src/blocks.ts');
+      const lines: string[] = [];
+      const print = (l: string) => lines.push(l);
+      const id = grader.checkIdentityBlock(blocks.identityBlock, { print });
+      const conv = grader.checkConvolutionalBlock(blocks.convolutionalBlock, { print, seed: 7 });
+      console.log(JSON.stringify({ id, conv, lines }));
+    `) as { id: ExerciseResult; conv: ExerciseResult; lines: string[] };
+    assert.deepEqual(summary(results.id), ['identityBlock', 9, 9, []]);
+    assert.deepEqual(summary(results.conv), ['convolutionalBlock', 9, 9, []]);
+    assert.match(results.lines[0], /^\[check\] identityBlock: 9\/9 points/);
+  });
+
+  test('each broken fixture gets the same feedback there as from the live grader', async () => {
+    const names = readdirSync('test/fixtures/broken').map((f) => f.replace(/\.ts$/, ''));
+    const there = inWorkspace(`
+      const out: unknown[] = [];
+      for (const name of ${JSON.stringify(names)}) {
+        const m = await repo(\`test/fixtures/broken/\${name}.ts\`);
+        out.push(grader.checkIdentityBlock(m.identityBlock, quiet));
+        out.push(grader.checkConvolutionalBlock(m.convolutionalBlock, { ...quiet, seed: 3 }));
+      }
+      console.log(JSON.stringify(out));
+    `) as ExerciseResult[];
+    const live: ExerciseResult[] = [];
+    for (const name of names) {
+      const m = await import(`./fixtures/broken/${name}.js`);
+      live.push(checkIdentityBlock(m.identityBlock, quiet));
+      live.push(checkConvolutionalBlock(m.convolutionalBlock, { ...quiet, seed: 3 }));
+    }
+    assert.equal(there.length, live.length);
+    live.forEach((r, i) => {
+      assert.deepEqual(summary(there[i]), summary(r), names[Math.floor(i / 2)]);
+    });
+    const failing = there.filter((r) => r.points < r.maximum);
+    assert.ok(failing.length >= names.length, 'the fixtures lost too few points');
+  });
+
+  test('its checks refuse a seed whose outputs it does not carry', () => {
+    const error = inWorkspace(`
+      const blocks = await repo('src/blocks.ts');
+      try {
+        grader.checkIdentityBlock(blocks.identityBlock, { ...quiet, seed: 8 });
+        console.log(JSON.stringify('no error'));
+      } catch (e) {
+        console.log(JSON.stringify(String(e)));
+      }
+    `);
+    assert.match(String(error), /ArgumentError: `seed` must be one of 0, 1, .*received 8/);
   });
 
   test('refuses to overwrite a folder that is not empty', () => {
