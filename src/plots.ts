@@ -410,6 +410,8 @@ export interface GridItem {
   image: RgbImage;
   caption: string;
   wrong?: boolean;
+  /** Width to draw it at, in pixels. Defaults to the grid's `scale` times its width. */
+  width?: number;
 }
 
 /**
@@ -422,7 +424,7 @@ export function imageGridHtml(
 ): string {
   const { columns = 8, scale = 1.5 } = options;
   const figures = items.map((item) => {
-    const width = Math.round(item.image.width * scale);
+    const width = item.width ?? Math.round(item.image.width * scale);
     const caption = escapeHtml(item.caption).replace(/\n/g, '<br>');
     return (
       `<figure${item.wrong ? ' class="wrong"' : ''}>` +
