@@ -231,10 +231,14 @@ function run(
  * loaded from a URL or a file (require.js, jQuery, MathJax, which the
  * reports do not need; the Debian package points them at
  * file:///usr/share/javascript, other installs at CDNs), every external
- * stylesheet, and MathJax's configuration.
+ * stylesheet, and MathJax's configuration; and wraps long output lines.
  */
 export function makeOffline(html: string): string {
+  // Long output lines (the backend line, progress) wrap instead of widening the page.
+  const wrap =
+    '<style>div.output_area pre { white-space: pre-wrap; overflow-wrap: anywhere; }</style>';
   return html
+    .replace(/<\/head>/i, `${wrap}</head>`)
     .replace(/<script\b[^>]*\bsrc\s*=\s*["'](?!data:)[^"']*["'][^>]*>\s*<\/script>/gi, '')
     .replace(/<link\b[^>]*\bhref\s*=\s*["'](?:https?:|file:|\/\/)[^"']*["'][^>]*>/gi, '')
     .replace(/<script type="text\/x-mathjax-config">[\s\S]*?<\/script>/gi, '')
