@@ -19,6 +19,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 /** The kernelspec every notebook names. */
@@ -27,7 +28,7 @@ export const KERNEL_NAME = 'resnet-ts';
 /** Seconds one cell may run; the full training of notebook 3 takes tens of minutes. */
 const CELL_TIMEOUT_S = 4 * 3600;
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const NOTEBOOK_DIR = path.join(ROOT, 'notebooks');
 
 /** A run that could not start or a notebook that failed; the message says which and why. */
