@@ -7,12 +7,15 @@
  *   npm run bench -- --backend wasm    # one backend
  *   npm run bench -- --steps 10        # timed steps after the warm-up ones
  *
+ * The oneDNN backend is measured twice, on 1 thread and on every core.
+ *
  * Each backend runs in a child process so that one backend's heap, compiled
  * kernels and memory high-water mark do not colour another's figures. The
  * plain JavaScript CPU backend takes about half a minute per training image,
  * so for it only inference on a small batch is measured.
  */
 import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 
 import * as tf from '@tensorflow/tfjs';
 
@@ -29,6 +32,8 @@ const WARMUP_STEPS = 2;
 const DEFAULT_STEPS = 5;
 /** A child still running after this long is stopped and reported. */
 const CHILD_TIMEOUT_MS = 20 * 60 * 1000;
+/** The oneDNN backend's thread counts to measure: one, and every core. */
+const ONEDNN_THREADS = [...new Set([1, availableParallelism()])];
 /** Marks the one line of a child's output that carries its figures. */
 const RESULT_TAG = 'BENCH_RESULT ';
 
@@ -146,18 +151,32 @@ async function measure(name: BackendName, steps: number): Promise<void> {
 }
 
 async function describeBackend(name: BackendName): Promise<string> {
+  if (name === 'onednn') {
+    const { threads } = (await import('../src/backend/onednn.js')).onednnInfo();
+    return `onednn, ${threads} thread${threads === 1 ? '' : 's'}`;
+  }
   if (name !== 'wasm') return tf.getBackend();
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   const threads = wasm.getThreadsCount();
   return `wasm, ${threads} thread${threads === 1 ? '' : 's'}`;
 }
 
-/** Runs this script for one backend in a child process and returns its tagged line. */
-function runChild(name: BackendName, steps: number): Promise<Record<string, unknown>> {
+/**
+ * Runs this script for one backend in a child process (with `env` added to
+ * its environment) and returns its tagged line.
+ */
+function runChild(
+  name: BackendName,
+  steps: number,
+  env: Record<string, string> = {},
+): Promise<Record<string, unknown>> {
   const script = process.argv[1];
   const args = ['--import', 'tsx', script, '--child', '--backend', name, '--steps', String(steps)];
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => (stdout += chunk));
@@ -209,7 +228,16 @@ async function main(): Promise<void> {
     `[bench] ResNet50, 64x64x3 inputs, 6 classes, batch ${BATCH}; ` +
       `${options.steps} timed steps per measure; one process per backend`,
   );
-  for (const name of options.backends) report(name, await runChild(name, options.steps));
+  for (const name of options.backends) {
+    if (name !== 'onednn') {
+      report(name, await runChild(name, options.steps));
+      continue;
+    }
+    for (const threads of ONEDNN_THREADS) {
+      const env = { RESNET_ONEDNN_THREADS: String(threads) };
+      report(name, await runChild(name, options.steps, env));
+    }
+  }
 }
 
 main().then(

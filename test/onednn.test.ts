@@ -197,6 +197,26 @@ describe('onednn backend', { skip }, () => {
       );
     });
 
+    it('matches on the Winograd path (3×3, stride 1, channels in multiples of 16)', async () => {
+      const x = [2, 8, 6, 32];
+      const w = [3, 3, 32, 16];
+      const dy = [2, 8, 6, 16];
+      await check('Winograd Conv2D', [x, w, [16]], (a, b, c) =>
+        tf.fused.conv2d({ x: a as tf.Tensor4D, filter: b as tf.Tensor4D, strides: 1, pad: 'same',
+          bias: c, activation: 'relu' }),
+      );
+      await check('Winograd Conv2DBackpropInput', [dy, w], (g, b) =>
+        runKernel('Conv2DBackpropInput', { dy: g, filter: b }, {
+          inputShape: x, strides: 1, pad: 'same', dataFormat: 'NHWC',
+        }),
+      );
+      await check('Winograd Conv2DBackpropFilter', [x, dy], (a, g) =>
+        runKernel('Conv2DBackpropFilter', { x: a, dy: g }, {
+          filterShape: w, strides: 1, pad: 'same', dataFormat: 'NHWC',
+        }),
+      );
+    });
+
     it('gives the same gradients through tf.grads of a fused convolution', async () => {
       await check('fused conv2d gradients', [[2, 9, 7, 3], [3, 3, 3, 8], [8], [2, 5, 4, 8]],
         (x, w, b, r) => {
@@ -319,6 +339,13 @@ describe('onednn backend', { skip }, () => {
         await check(`${op} other broadcast (CPU kernel)`, [[2, 1, 5], [1, 4, 1]], f, true);
       });
     }
+
+    it('pad matches, as ZeroPadding2D and with a constant', async () => {
+      await check('pad 2-D spatial', [[2, 5, 7, 3]], (x) =>
+        tf.pad(x, [[0, 0], [3, 3], [3, 3], [0, 0]]));
+      await check('pad every axis with a constant', [[2, 3, 4]], (x) =>
+        tf.pad(x, [[1, 0], [0, 2], [2, 1]], 1.5));
+    });
 
     it('sum matches over runs of axes, and falls back for others', async () => {
       const shape = [3, 4, 5, 6];

@@ -6,6 +6,9 @@
  * (other dtypes, NCHW, unusual broadcasts, PReLU) to the CPU backend's own
  * kernel, so every input TensorFlow.js accepts still works.
  *
+ * ZeroPadding2D's PadV2 is here too: the CPU kernel's per-element index
+ * arithmetic took longer on the input batch than the 7×7 convolution after it.
+ *
  * Besides TensorFlow.js's kernels there are three of the project's own,
  * used by the hooks in `onednn.ts`: a fused training-mode BatchNorm, its
  * gradient, and the ReLU gradient in one pass.
@@ -97,6 +100,15 @@ export interface OnednnAddon {
   ): void;
   sum(x: Float32Array, out: Float32Array, outer: number, reduced: number, inner: number): void;
   adam(value: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, k: number[]): void;
+  pad(
+    x: Float32Array,
+    out: Float32Array,
+    shape: number[],
+    before: number[],
+    after: number[],
+    value: number,
+  ): void;
+  configure(options: { winograd?: boolean; bf16?: boolean }): { winograd: boolean; bf16: boolean };
   setThreads(n: number): void;
   info(): { version: string; threads: number; bytes: number; buffers: number; primitives: number };
 }
@@ -526,6 +538,20 @@ function sum(addon: OnednnAddon): KernelConfig {
   });
 }
 
+function padV2(addon: OnednnAddon): KernelConfig {
+  return withFallback('PadV2', (inputs, backend, attrs) => {
+    const { x } = inputs;
+    const xs = f32(backend, x);
+    const paddings = attrs.paddings as Array<[number, number]>;
+    if (!xs || x.shape.length === 0 || size(x.shape) === 0) return undefined;
+    const outShape = x.shape.map((d, i) => paddings[i][0] + d + paddings[i][1]);
+    const [out, values] = output(backend, outShape);
+    addon.pad(xs, values, x.shape, paddings.map((p) => p[0]), paddings.map((p) => p[1]),
+      (attrs.constantValue as number | undefined) ?? 0);
+    return out;
+  });
+}
+
 /** Every kernel of the backend that runs natively, for `addon`. */
 export function nativeKernelConfigs(addon: OnednnAddon): KernelConfig[] {
   return [
@@ -549,5 +575,6 @@ export function nativeKernelConfigs(addon: OnednnAddon): KernelConfig[] {
     binary(addon, 'Multiply'),
     binary(addon, 'RealDiv'),
     sum(addon),
+    padV2(addon),
   ];
 }
