@@ -80,7 +80,7 @@ export function listNotebooks(): string[] {
     .sort();
 }
 
-/** Names `notebooks/<name>` for a cell, as the messages show it. */
+/** Names a cell of a notebook, as the messages show it. */
 function cellLabel(notebook: string, nb: NotebookJson, index: number): string {
   const cell = nb.cells[index];
   const codeNumber = nb.cells.slice(0, index + 1).filter((c) => c.cell_type === 'code').length;
@@ -118,7 +118,7 @@ function usefulStderr(stderr: string): string[] {
     .split('\n')
     .filter((l) => l.trim() !== '')
     .filter((l) => !/frozen modules|Debugger warning|PYDEVD|Debugging will proceed|^0\.00s - /.test(l))
-    .filter((l) => !l.startsWith('[NbConvertApp]'));
+    .filter((l) => !l.startsWith('[NbConvertApp]') && !/^@cell \d+$/.test(l));
 }
 
 /**
@@ -182,6 +182,9 @@ source, target, timeout, kernel = sys.argv[1:5]
 nb = nbformat.read(source, as_version=4)
 client = NotebookClient(nb, timeout=int(timeout), kernel_name=kernel,
                         resources={"metadata": {"path": os.path.dirname(source)}})
+def started(cell, cell_index, **_):
+    print(f"@cell {cell_index}", file=sys.stderr, flush=True)
+client.on_cell_start = started
 status = 0
 try:
     client.execute()
@@ -214,13 +217,19 @@ function run(
   command: string,
   args: string[],
   env: NodeJS.ProcessEnv,
+  onLine?: (line: string) => void,
 ): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
+    let pending = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {
       stderr += chunk;
+      if (!onLine) return;
+      const lines = (pending + chunk).split('\n');
+      pending = lines.pop() ?? '';
+      lines.forEach(onLine);
     });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stderr }));
@@ -255,16 +264,25 @@ export async function runNotebook(
   file: string,
   outDir: string,
   env: NodeJS.ProcessEnv = process.env,
+  onCell?: (label: string) => void,
 ): Promise<NotebookResult> {
   const name = path.basename(file, '.ipynb');
   const notebook = path.basename(file);
   mkdirSync(outDir, { recursive: true });
   const ipynb = path.join(outDir, `${name}.ipynb`);
   const started = Date.now();
+  const source = readNotebook(file);
   const executed = await run(
     jupyterPython(),
     ['-c', EXECUTE_PY, file, ipynb, String(CELL_TIMEOUT_S), KERNEL_NAME],
     env,
+    (line) => {
+      const index = /^@cell (\d+)$/.exec(line);
+      const cell = index ? source.cells[Number(index[1])] : undefined;
+      if (cell?.cell_type === 'code' && onCell) {
+        onCell(`${notebook}: cell ${Number(index![1]) + 1} of ${source.cells.length} (id "${cell.id}")`);
+      }
+    },
   );
   const seconds = (Date.now() - started) / 1000;
   if (executed.code === 3) {
@@ -331,7 +349,9 @@ async function main(): Promise<void> {
   );
   for (const notebook of notebooks) {
     console.log(`[notebooks] ${notebook}: running…`);
-    const result = await runNotebook(path.join(NOTEBOOK_DIR, notebook), outDir, env);
+    const result = await runNotebook(path.join(NOTEBOOK_DIR, notebook), outDir, env, (cell) =>
+      console.log(`[notebooks]   ${cell}`),
+    );
     console.log(
       `[notebooks] ${notebook}: done in ${result.seconds.toFixed(1)} s → ` +
         `${path.relative(process.cwd(), result.html)}`,
