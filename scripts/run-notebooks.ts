@@ -112,12 +112,14 @@ export function checkJupyter(): void {
   }
 }
 
+const DEBUGGER_NOISE = /frozen modules|Debugger warning|PYDEVD|Debugging will proceed|^0\.00s - /;
+
 /** Lines of nbconvert's stderr worth showing (not Python's debugger chatter). */
 function usefulStderr(stderr: string): string[] {
   return stderr
     .split('\n')
     .filter((l) => l.trim() !== '')
-    .filter((l) => !/frozen modules|Debugger warning|PYDEVD|Debugging will proceed|^0\.00s - /.test(l))
+    .filter((l) => !DEBUGGER_NOISE.test(l))
     .filter((l) => !l.startsWith('[NbConvertApp]') && !/^@cell \d+$/.test(l));
 }
 
@@ -205,7 +207,9 @@ export function jupyterPython(): string {
   const found = spawnSync('sh', ['-c', 'command -v jupyter'], { encoding: 'utf8' });
   const script = found.stdout.trim();
   if (found.status !== 0 || script === '') {
-    throw new NotebookError('jupyter is not on PATH: install it with `bash scripts/setup.sh system`.');
+    throw new NotebookError(
+      'jupyter is not on PATH: install it with `bash scripts/setup.sh system`.',
+    );
   }
   const first = readFileSync(script, 'utf8').split('\n', 1)[0];
   const shebang = /^#!\s*(\S+)(?:\s+(\S+))?/.exec(first);
@@ -280,7 +284,8 @@ export async function runNotebook(
       const index = /^@cell (\d+)$/.exec(line);
       const cell = index ? source.cells[Number(index[1])] : undefined;
       if (cell?.cell_type === 'code' && onCell) {
-        onCell(`${notebook}: cell ${Number(index![1]) + 1} of ${source.cells.length} (id "${cell.id}")`);
+        const number = Number(index![1]) + 1;
+        onCell(`${notebook}: cell ${number} of ${source.cells.length} (id "${cell.id}")`);
       }
     },
   );
@@ -359,7 +364,10 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(ROOT, 'scripts', 'run-notebooks.ts')) {
+const invokedDirectly =
+  process.argv[1] !== undefined &&
+  path.resolve(process.argv[1]) === path.resolve(ROOT, 'scripts', 'run-notebooks.ts');
+if (invokedDirectly) {
   main().catch((error: unknown) => {
     if (error instanceof NotebookError) {
       console.error(`[notebooks] error: ${error.message}`);

@@ -75,7 +75,9 @@ function scriptJson(value: unknown): string {
 }
 
 /** Merges nested plain objects, `b` winning. */
-function merge(a: Record<string, unknown>, b: Record<string, unknown> = {}): Record<string, unknown> {
+type Json = Record<string, unknown>;
+
+function merge(a: Json, b: Json = {}): Json {
   const out: Record<string, unknown> = { ...a };
   for (const [key, value] of Object.entries(b)) {
     const old = out[key];
@@ -571,7 +573,8 @@ export function blockDiagramSvg(options: BlockDiagramOptions): string {
         'stroke="#333" stroke-width="1.5"/>',
     );
     parts.push(arrow(left - BOX.gap, top, left, top));
-    parts.push(svgBox(left, top, BOX.conv, COLORS.purple, ['Conv2D 1×1', `${F3} filters, stride ${s}`]));
+    const shortcutLines = ['Conv2D 1×1', `${F3} filters, stride ${s}`];
+    parts.push(svgBox(left, top, BOX.conv, COLORS.purple, shortcutLines));
     parts.push(arrow(left + BOX.conv, top, left + BOX.conv + BOX.gap, top));
     parts.push(svgBox(left + BOX.conv + BOX.gap, top, BOX.bn, COLORS.orange, ['BatchNorm']));
     parts.push(
@@ -626,9 +629,10 @@ export function resnet50DiagramSvg(
       `<rect x="${x}" y="${y - boxHeight / 2}" width="${width}" height="${boxHeight}" rx="8" ` +
         `fill="${color}" fill-opacity="0.15" stroke="${color}" stroke-width="1.5"/>`,
     );
-    lines.forEach((line, i) =>
-      parts.push(svgText(x + width / 2, y - 26 + i * 16, line, i === 0 ? 'font-weight="bold"' : 'font-size="11"')),
-    );
+    lines.forEach((line, i) => {
+      const attrs = i === 0 ? 'font-weight="bold"' : 'font-size="11"';
+      parts.push(svgText(x + width / 2, y - 26 + i * 16, line, attrs));
+    });
     parts.push(svgText(x + width / 2, y + 68, shape, 'font-size="12" fill="#555"'));
     x += width;
   };
@@ -669,15 +673,16 @@ export function resnet50DiagramSvg(
   }
   link();
   const last = stages[stages.length - 1]?.filters[2] ?? 2048;
-  column(96, COLORS.orange, ['AvgPool', '2×2'], shapeText([Math.floor(h / 2), Math.floor(w / 2), last]));
+  const pooled = [Math.floor(h / 2), Math.floor(w / 2), last];
+  column(96, COLORS.orange, ['AvgPool', '2×2'], shapeText(pooled));
   link();
   const flat = Math.floor(h / 2) * Math.floor(w / 2) * last;
   column(74, COLORS.orange, ['Flatten'], shapeText([flat]));
   link();
   column(96, COLORS.vermillion, ['Dense', `${classes}, softmax`], shapeText([classes]));
   const width = x + 10;
-  const legend =
-    svgText(width / 2, 215, 'C: convolutional block · I: identity block · /2: stride 2', 'fill="#555"');
+  const key = 'C: convolutional block · I: identity block · /2: stride 2';
+  const legend = svgText(width / 2, 215, key, 'fill="#555"');
   return (
     `<div class="resnet-diagram"><svg xmlns="http://www.w3.org/2000/svg" ` +
     `viewBox="0 0 ${width} 230" width="${width}" role="img" aria-label="ResNet50" ` +

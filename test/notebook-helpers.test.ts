@@ -72,7 +72,7 @@ describe('images', () => {
     // Left half black, right half white, 8 wide and 4 high: the centred
     // 4×4 square is 2 black columns then 2 white ones.
     const image = solid(8, 4, [0, 0, 0]);
-    for (let y = 0; y < 4; y++) for (let x = 4; x < 8; x++) image.data.fill(255, (y * 8 + x) * 3, (y * 8 + x) * 3 + 3);
+    for (let y = 0; y < 4; y++) image.data.fill(255, (y * 8 + 4) * 3, (y * 8 + 8) * 3);
     const square = cropToSquare(image);
     assert.equal(square.width, 4);
     assert.equal(square.data[0], 0);
@@ -134,23 +134,34 @@ describe('figures', () => {
   });
 
   it('puts the stride on the convolutional block only, and writes the shapes', () => {
-    const identity = blockDiagramSvg({ kind: 'identity', inputShape: [4, 4, 6], filters: [2, 4, 6] });
+    const identity = blockDiagramSvg({
+      kind: 'identity',
+      inputShape: [4, 4, 6],
+      filters: [2, 4, 6],
+    });
     assert.doesNotMatch(identity, /stride/);
     assert.match(identity, /\(4, 4, 2\)/);
-    const conv = blockDiagramSvg({ kind: 'convolutional', s: 2, inputShape: [5, 5, 6], filters: [2, 4, 8] });
+    const conv = blockDiagramSvg({
+      kind: 'convolutional',
+      s: 2,
+      inputShape: [5, 5, 6],
+      filters: [2, 4, 8],
+    });
     assert.equal(conv.match(/stride 2/g)?.length, 2);
     assert.match(conv, /\(3, 3, 8\)/);
   });
 
   it('follows ResNet50 from 15×15 down to 2×2', () => {
     const svg = resnet50DiagramSvg();
-    for (const shape of ['(15, 15, 64)', '(15, 15, 256)', '(8, 8, 512)', '(4, 4, 1024)', '(2, 2, 2048)', '(6)']) {
+    const shapes = ['(15, 15, 64)', '(15, 15, 256)', '(8, 8, 512)', '(4, 4, 1024)', '(2, 2, 2048)'];
+    for (const shape of [...shapes, '(6)']) {
       assert.ok(svg.includes(shape), shape);
     }
   });
 
   it('escapes captions in image grids', () => {
-    const html = imageGridHtml([{ image: solid(2, 2, [0, 0, 0]), caption: '<x>\nsecond', wrong: true }]);
+    const item = { image: solid(2, 2, [0, 0, 0]), caption: '<x>\nsecond', wrong: true };
+    const html = imageGridHtml([item]);
     assert.match(html, /&lt;x&gt;<br>second/);
     assert.match(html, /class="wrong"/);
     assert.match(html, /src="data:image\/png;base64,/);
@@ -162,10 +173,14 @@ describe('notebook helpers', () => {
     const lines: string[] = [];
     expectShape('y', tf.zeros([3, 4]), [3, 4], (l) => lines.push(l));
     expectShape('s', tf.input({ shape: [4] }), [null, 4], (l) => lines.push(l));
-    assert.deepEqual(lines, ['[shape] y: (3, 4), as expected', '[shape] s: (None, 4), as expected']);
+    assert.deepEqual(lines, [
+      '[shape] y: (3, 4), as expected',
+      '[shape] s: (None, 4), as expected',
+    ]);
     assert.throws(
       () => expectShape('y', [3, 5], [3, 4], () => {}),
-      (e: Error) => e instanceof ShapeError && /y has shape \(3, 5\); expected \(3, 4\)/.test(e.message),
+      (e: Error) =>
+        e instanceof ShapeError && /y has shape \(3, 5\); expected \(3, 4\)/.test(e.message),
     );
   });
 
@@ -186,7 +201,14 @@ describe('notebook helpers', () => {
         return { html: () => {}, text: (t) => bar.push(t) };
       },
     );
-    const step = { epochs: 2, batches: 2, loss: 1, accuracy: 0.5, imagesPerSecond: 3, etaSeconds: 1 };
+    const step = {
+      epochs: 2,
+      batches: 2,
+      loss: 1,
+      accuracy: 0.5,
+      imagesPerSecond: 3,
+      etaSeconds: 1,
+    };
     progress.batch({ ...step, epoch: 1, batch: 1 });
     progress.batch({ ...step, epoch: 1, batch: 2 });
     progress.epoch({ epoch: 1, loss: 1, accuracy: 0.5, seconds: 2, imagesPerSecond: 3 }, 2);

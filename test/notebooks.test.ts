@@ -98,7 +98,12 @@ describe('committed notebooks', () => {
       const raw = JSON.parse(readFileSync(path.join(NOTEBOOK_DIR, file), 'utf8')) as {
         nbformat: number;
         nbformat_minor: number;
-        cells: Array<{ id?: string; cell_type: string; outputs?: unknown[]; execution_count?: unknown }>;
+        cells: Array<{
+          id?: string;
+          cell_type: string;
+          outputs?: unknown[];
+          execution_count?: unknown;
+        }>;
       };
       assert.equal(raw.nbformat, 4);
       assert.ok(raw.nbformat_minor >= 5, 'cell ids need nbformat 4.5');
@@ -153,7 +158,9 @@ describe('report helpers', () => {
           id: 'typo',
           source: "const b: number = 'x';",
           execution_count: 2,
-          outputs: [{ output_type: 'stream', name: 'stderr', text: ["1:7 - Type 'string' is not\n"] }],
+          outputs: [
+            { output_type: 'stream', name: 'stderr', text: ["1:7 - Type 'string' is not\n"] },
+          ],
         },
         { cell_type: 'code', id: 'never', source: 'b;', execution_count: null, outputs: [] },
       ],
@@ -166,17 +173,23 @@ describe('report helpers', () => {
       ...nb,
       cells: [
         nb.cells[0],
-        { ...nb.cells[1], outputs: [{ output_type: 'error', ename: 'E', evalue: 'v', traceback: [] }] },
+        {
+          ...nb.cells[1],
+          outputs: [{ output_type: 'error', ename: 'E', evalue: 'v', traceback: [] }],
+        },
       ],
     };
-    assert.match(describeFailure('x.ipynb', thrown), /cell 2 \(code cell 1, id "fine"\) failed:\nE: v/);
-    assert.equal(findErrorOutput('x.ipynb', thrown), 'x.ipynb, cell 2 (code cell 1, id "fine"): E: v');
+    const fine = 'cell 2 (code cell 1, id "fine")';
+    assert.equal(describeFailure('x.ipynb', thrown), `x.ipynb, ${fine} failed:\nE: v`);
+    assert.equal(findErrorOutput('x.ipynb', thrown), `x.ipynb, ${fine}: E: v`);
   });
 });
 
 const noJupyter = jupyterProblem();
 
-describe('notebooks executed in quick mode', { skip: noJupyter && skipReason('notebook execution', noJupyter) }, () => {
+const executionSkip = noJupyter && skipReason('notebook execution', noJupyter);
+
+describe('notebooks executed in quick mode', { skip: executionSkip }, () => {
   const results = new Map<string, NotebookResult>();
   const env = { ...process.env, RESNET_QUICK: '1' };
 
@@ -213,23 +226,22 @@ describe('notebooks executed in quick mode', { skip: noJupyter && skipReason('no
       assert.ok(count(/<div class="resnet-grid"/g) >= expected.grids, 'image grids missing');
       assert.equal(count(/window\.__resnetDefine = window\.define/g), 1, 'plotly.js once');
       assert.doesNotMatch(html, /<script\b[^>]*\bsrc=/i, 'no script loaded from elsewhere');
-      assert.doesNotMatch(html, /<link\b[^>]*href="(https?:|file:|\/\/)/i, 'no external stylesheet');
+      const externalLink = /<link\b[^>]*href="(https?:|file:|\/\/)/i;
+      assert.doesNotMatch(html, externalLink, 'no external stylesheet');
       if (expected.file.startsWith('03')) assert.match(html, /QUICK RUN\./);
     });
   }
 
   it('a failing cell stops the run, naming the notebook and the cell', async () => {
+    const EMPTY_CODE = { cell_type: 'code', metadata: {}, execution_count: null, outputs: [] };
     const dir = mkdtempSync(path.join(os.tmpdir(), 'resnet-nb-'));
     try {
       const broken = {
         cells: [
           { cell_type: 'markdown', id: 'intro', metadata: {}, source: ['# broken'] },
-          { cell_type: 'code', id: 'fine', metadata: {}, execution_count: null, outputs: [], source: ['const a = 1;'] },
-          {
-            cell_type: 'code', id: 'boom', metadata: {}, execution_count: null, outputs: [],
-            source: ["const deliberate: number = 'a type error';"],
-          },
-          { cell_type: 'code', id: 'never', metadata: {}, execution_count: null, outputs: [], source: ['a;'] },
+          { ...EMPTY_CODE, id: 'fine', source: ['const a = 1;'] },
+          { ...EMPTY_CODE, id: 'boom', source: ["const deliberate: number = 'a type error';"] },
+          { ...EMPTY_CODE, id: 'never', source: ['a;'] },
         ],
         metadata: readNotebook(path.join(NOTEBOOK_DIR, EXPECTED[0].file)).metadata,
         nbformat: 4,
@@ -255,7 +267,9 @@ const noBrowser =
       ? `Chromium is not at ${CHROMIUM} (install it with bash scripts/setup.sh system)`
       : undefined;
 
-describe('reports in a headless browser, offline', { skip: noBrowser && skipReason('report rendering', noBrowser) }, () => {
+const browserSkip = noBrowser && skipReason('report rendering', noBrowser);
+
+describe('reports in a headless browser, offline', { skip: browserSkip }, () => {
   // Imported here so that a machine without playwright-core can still run the rest.
   let browser: import('playwright-core').Browser;
 
@@ -313,9 +327,10 @@ describe('reports in a headless browser, offline', { skip: noBrowser && skipReas
         const drawn = await page.locator('.resnet-plot.js-plotly-plot').count();
         assert.equal(drawn, expected.plots, 'every figure is a drawn plotly plot');
         assert.equal(await page.locator('.resnet-diagram svg').count(), expected.diagrams);
-        const brokenImages = await page.evaluate(() =>
-          Array.from(document.images).filter((img) => !img.complete || img.naturalWidth === 0).length,
-        );
+        const brokenImages = await page.evaluate(() => {
+          const images = Array.from(document.images);
+          return images.filter((i) => !i.complete || i.naturalWidth === 0).length;
+        });
         assert.equal(brokenImages, 0, 'every inline image decodes');
         await page.screenshot({ path: path.join(OUT_DIR, `${name}.png`), fullPage: true });
         assert.deepEqual(attempted, [], 'the report requested nothing beyond itself');
