@@ -22,6 +22,7 @@ import {
   onednnInfo,
   onednnPoolInfo,
   takeFallbackCounts,
+  trimOnednnPool,
 } from '../src/backend/onednn.js';
 import { convolutionalBlock, identityBlock } from '../src/blocks.js';
 import { ResNet50 } from '../src/resnet50.js';
@@ -466,6 +467,9 @@ describe('onednn backend', { skip }, () => {
       assert.deepEqual(onednn.memory[3], onednn.memory[1],
         `memory grew between steps 2 and 4 ([tensors, native bytes, pool bytes]): ` +
           JSON.stringify(onednn.memory));
+      await tf.setBackend('onednn');
+      trimOnednnPool();
+      assert.equal(onednnPoolInfo().idleBytes, 0);
     });
 
     it('ResNet50 gives the CPU backend\'s losses before and after its first step',

@@ -168,11 +168,25 @@ export function onednnInfo(): OnednnInfo {
  * @throws BackendError when `onednn` is not the active backend.
  */
 export function onednnPoolInfo(): OnednnPoolInfo {
+  return activeOnednn('onednnPoolInfo').poolInfo();
+}
+
+/**
+ * Releases the idle buffers of the active `onednn` backend's pool, which
+ * otherwise stay for the next step of the same shapes.
+ *
+ * @throws BackendError when `onednn` is not the active backend.
+ */
+export function trimOnednnPool(): void {
+  activeOnednn('trimOnednnPool').trimPool();
+}
+
+function activeOnednn(caller: string): OnednnBackend {
   const backend = tf.backend();
   if (!(backend instanceof OnednnBackend)) {
-    throw new BackendError(`onednnPoolInfo: the active backend is '${tf.getBackend()}', not onednn`);
+    throw new BackendError(`${caller}: the active backend is '${tf.getBackend()}', not onednn`);
   }
-  return backend.poolInfo();
+  return backend;
 }
 
 /** The most bytes of idle arrays the pool keeps (`RESNET_ONEDNN_POOL_MB`, default 4096). */
@@ -233,6 +247,13 @@ export class OnednnBackend extends MathBackendCPU {
   /** The pool's size. */
   poolInfo(): OnednnPoolInfo {
     return { bytes: this.pooledBytes, idleBytes: this.idleBytes };
+  }
+
+  /** Lets the garbage collector have the idle buffers (after training, say). */
+  trimPool(): void {
+    this.pooledBytes -= this.idleBytes;
+    this.idleBytes = 0;
+    this.idle.clear();
   }
 
   override write(values: BackendValues, shape: number[], dtype: tf.DataType): DataId {
