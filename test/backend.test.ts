@@ -24,7 +24,8 @@ function chooseInChild(env: Record<string, string | undefined>) {
 }
 
 describe('backend choice', () => {
-  test('without the TensorFlow packages, auto takes onednn if built, else wasm, in one line', () => {
+  test('without the TensorFlow packages, auto takes onednn if built, else wasm, in one line',
+    () => {
     const { status, out } = chooseInChild({ RESNET_BACKEND: undefined });
     assert.equal(status, 0, out);
     const lines = out.split('\n').filter((l) => l.startsWith('[backend]'));
@@ -105,7 +106,10 @@ describe('backend choice', () => {
     assert.equal(lines.length, 1);
     assert.match(
       lines[0],
-      /skipped gpu: libcudart\.so\.11\.0.*; node: The specified module could not be found\.; onednn: the oneDNN addon is not built$/,
+      new RegExp(
+        'skipped gpu: libcudart\\.so\\.11\\.0.*; node: The specified module could not be ' +
+          'found\\.; onednn: the oneDNN addon is not built$',
+      ),
     );
   });
 });

@@ -89,7 +89,8 @@ function assertClose(label: string, actual: Result, expected: Result, rtol = RTO
   let worst = -1;
   let worstExcess = 0;
   for (let i = 0; i < expected.data.length; i++) {
-    const excess = Math.abs(actual.data[i] - expected.data[i]) - (atol + rtol * Math.abs(expected.data[i]));
+    const allowed = atol + rtol * Math.abs(expected.data[i]);
+    const excess = Math.abs(actual.data[i] - expected.data[i]) - allowed;
     if (!(excess <= worstExcess)) {
       worst = i;
       worstExcess = excess;
@@ -240,7 +241,9 @@ describe('onednn backend', { skip }, () => {
         await check('MatMul batched', [a([4]), b([4])], mm);
         await check('MatMul broadcast batch', [a([2, 3]), b([1])], mm);
         await check('fused MatMul with bias and ReLU', [a([]), b([]), [3]], (x, y, c) =>
-          tf.fused.matMul({ a: x, b: y, transposeA: ta, transposeB: tb, bias: c, activation: 'relu' }),
+          tf.fused.matMul({
+            a: x, b: y, transposeA: ta, transposeB: tb, bias: c, activation: 'relu',
+          }),
         );
       });
     }
@@ -288,7 +291,8 @@ describe('onednn backend', { skip }, () => {
               tf.tensor(values(channels, 9)),
               tf.tensor(values(channels, 10).map((v) => 1.5 + v)),
             ]);
-            const x = tf.tensor(values(sizeOf(shape), 1).map((v, i) => 3 * v + (i % channels)), shape);
+            const shifted = values(sizeOf(shape), 1).map((v, i) => 3 * v + (i % channels));
+            const x = tf.tensor(shifted, shape);
             const r = tf.tensor(values(sizeOf(shape), 2), shape);
             const [gamma, beta] = layer.trainableWeights.map((w) => w.read() as tf.Variable);
             // Each call also moves the moving statistics, the same on both backends.
@@ -297,7 +301,8 @@ describe('onednn backend', { skip }, () => {
               tf.sum(tf.mul(layer.apply(xi, { training: true }) as tf.Tensor, r)) as tf.Scalar;
             const dx = tf.grad(loss)(x);
             const { grads } = tf.variableGrads(() => loss(x), [gamma, beta]);
-            const out = [y, dx, grads[gamma.name], grads[beta.name], ...layer.getWeights().slice(2)];
+            const moving = layer.getWeights().slice(2);
+            const out = [y, dx, grads[gamma.name], grads[beta.name], ...moving];
             const results = await Promise.all(
               out.map(async (t) => ({ shape: t.shape, data: (await t.data()) as Float32Array })),
             );
@@ -352,7 +357,8 @@ describe('onednn backend', { skip }, () => {
       const shape = [3, 4, 5, 6];
       for (const axis of [[0], [3], [0, 1, 2], [1, 2], [2, 3], [0, 1, 2, 3]]) {
         await check(`sum over ${JSON.stringify(axis)}`, [shape], (x) => tf.sum(x, axis));
-        await check(`sum keepDims over ${JSON.stringify(axis)}`, [shape], (x) => tf.sum(x, axis, true));
+        await check(`sum keepDims over ${JSON.stringify(axis)}`, [shape], (x) =>
+          tf.sum(x, axis, true));
       }
       await check('sum over [0, 2] (CPU kernel)', [shape], (x) => tf.sum(x, [0, 2]), true);
     });
@@ -443,19 +449,22 @@ describe('onednn backend', { skip }, () => {
       });
     }
 
-    it('a small residual network trains like on the CPU backend, without growing memory', async () => {
+    it('a small residual network trains like on the CPU backend, without growing memory',
+      async () => {
       const build = () => {
         const input = tf.input({ shape: [17, 17, 3] });
         let x = tf.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same' })
           .apply(input) as tf.SymbolicTensor;
         x = tf.layers.batchNormalization({ axis: 3 }).apply(x) as tf.SymbolicTensor;
         x = tf.layers.activation({ activation: 'relu' }).apply(x) as tf.SymbolicTensor;
-        x = tf.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(x) as tf.SymbolicTensor;
+        x = tf.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same' })
+          .apply(x) as tf.SymbolicTensor;
         x = convolutionalBlock(x, 3, [4, 4, 16], 1, { seed: 1 });
         x = identityBlock(x, 3, [4, 4, 16], { seed: 2 });
         x = tf.layers.averagePooling2d({ poolSize: 2 }).apply(x) as tf.SymbolicTensor;
         x = tf.layers.flatten().apply(x) as tf.SymbolicTensor;
-        const out = tf.layers.dense({ units: 4, activation: 'softmax' }).apply(x) as tf.SymbolicTensor;
+        const out = tf.layers.dense({ units: 4, activation: 'softmax' })
+          .apply(x) as tf.SymbolicTensor;
         return tf.model({ inputs: input, outputs: out });
       };
       const cpu = await losses('cpu', build, undefined, [4, 17, 17, 3], 4);

@@ -907,7 +907,9 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   int64_t inner = info[5].As<Napi::Number>().Int64Value();
   int modeA = info[6].As<Napi::Number>().Int32Value();
   int modeB = info[7].As<Napi::Number>().Int32Value();
-  auto expect = [&](int mode) { return mode == 0 ? size_t(rows * inner) : mode == 1 ? 1 : size_t(inner); };
+  auto expect = [&](int mode) {
+    return mode == 0 ? size_t(rows * inner) : mode == 1 ? 1 : size_t(inner);
+  };
   Check(info.Env(),
         Length(info[1]) == expect(modeA) && Length(info[2]) == expect(modeB) &&
             Length(info[3]) == size_t(rows * inner),
@@ -930,7 +932,8 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
   int64_t reduced = info[3].As<Napi::Number>().Int64Value();
   int64_t inner = info[4].As<Napi::Number>().Int64Value();
   Check(info.Env(),
-        Length(info[0]) == size_t(outer * reduced * inner) && Length(info[1]) == size_t(outer * inner),
+        Length(info[0]) == size_t(outer * reduced * inner) &&
+            Length(info[1]) == size_t(outer * inner),
         "sum: sizes");
   if (inner == 1) {
 #pragma omp parallel for if (outer * reduced >= kParallelMin)
@@ -1011,7 +1014,8 @@ Napi::Value Adam(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < 8; ++i) k[i] = arr.Get(i).As<Napi::Number>().FloatValue();
   int64_t n = int64_t(Length(info[0]));
   Check(info.Env(),
-        Length(info[1]) == size_t(n) && Length(info[2]) == size_t(n) && Length(info[3]) == size_t(n),
+        Length(info[1]) == size_t(n) && Length(info[2]) == size_t(n) &&
+            Length(info[3]) == size_t(n),
         "adam: sizes");
   const float b1 = k[0], c1 = k[1], b2 = k[2], c2 = k[3], a1 = k[4], a2 = k[5], eps = k[6],
               negLr = k[7];

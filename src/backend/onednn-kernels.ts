@@ -32,7 +32,12 @@ export interface OnednnAddon {
     params: number[],
     relu: boolean,
   ): void;
-  conv2dBackwardData(dy: Float32Array, filter: Float32Array, dx: Float32Array, params: number[]): void;
+  conv2dBackwardData(
+    dy: Float32Array,
+    filter: Float32Array,
+    dx: Float32Array,
+    params: number[],
+  ): void;
   conv2dBackwardFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, params: number[]): void;
   poolForward(x: Float32Array, y: Float32Array, params: number[], max: boolean): void;
   poolBackward(
@@ -213,8 +218,9 @@ function convParams(info: tf.backend_util.Conv2DInfo): number[] | undefined {
   ];
   // oneDNN derives the output size from the padding; a rounding mode that
   // disagrees (dimRoundingMode 'ceil') is left to the CPU kernel.
-  const fits = (inSize: number, k: number, d: number, lo: number, hi: number, s: number, out: number) =>
-    Math.floor((inSize + lo + hi - ((k - 1) * d + 1)) / s) + 1 === out && lo >= 0 && hi >= 0;
+  const fits = (
+    inSize: number, k: number, d: number, lo: number, hi: number, s: number, out: number,
+  ) => Math.floor((inSize + lo + hi - ((k - 1) * d + 1)) / s) + 1 === out && lo >= 0 && hi >= 0;
   const ok =
     fits(info.inHeight, info.filterHeight, info.dilationHeight, p.top, p.bottom,
       info.strideHeight, info.outHeight) &&
@@ -520,7 +526,8 @@ function sum(addon: OnednnAddon): KernelConfig {
     const { x } = inputs;
     const xs = f32(backend, x);
     if (!xs || x.shape.length === 0) return undefined;
-    const axes = tf.util.parseAxisParam(attrs.axis as number | number[], x.shape).sort((p, q) => p - q);
+    const axes = tf.util.parseAxisParam(attrs.axis as number | number[], x.shape);
+    axes.sort((p, q) => p - q);
     // Only a run of adjacent axes maps onto [outer, reduced, inner].
     if (axes.length === 0 || axes.some((v, i) => i > 0 && v !== axes[i - 1] + 1)) return undefined;
     const first = axes[0];

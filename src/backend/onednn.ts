@@ -9,8 +9,9 @@
  * ReLU, the broadcasting element-wise arithmetic and sums (see
  * `onednn-kernels.ts`). oneDNN and the addon's loops run on OpenMP threads,
  * all cores by default; `RESNET_ONEDNN_THREADS` (or `OMP_NUM_THREADS`) sets
- * how many, and idle threads sleep (`OMP_WAIT_POLICY`, default PASSIVE here). 3×3 convolutions run Winograd where oneDNN has it, and bf16 is
- * opt-in (see `configureOnednn`).
+ * how many, and idle threads sleep (`OMP_WAIT_POLICY`, default PASSIVE
+ * here). The gradients of 3×3 convolutions run Winograd where oneDNN has it,
+ * and bf16 is opt-in (see `configureOnednn`).
  *
  * Two training paths of TensorFlow.js are chains of many small element-wise
  * kernels, each a pass over memory and a JavaScript allocation; on this
@@ -65,7 +66,9 @@ export function loadOnednnAddon(): OnednnAddon {
   const root = findProjectRoot();
   const file = path.join(root, ADDON_RELATIVE_PATH);
   if (!existsSync(file)) {
-    throw new BackendError(`the oneDNN addon is not built (no ${ADDON_RELATIVE_PATH}); ${BUILD_HINT}`);
+    throw new BackendError(
+      `the oneDNN addon is not built (no ${ADDON_RELATIVE_PATH}); ${BUILD_HINT}`,
+    );
   }
   const require = createRequire(path.join(root, 'package.json'));
   // OpenMP reads its settings when the addon pulls it in. Threads that sleep
@@ -383,7 +386,12 @@ function profiled(config: tf.KernelConfig): tf.KernelConfig {
  * `RESNET_ONEDNN_PROFILE=1` was set before the backend registered. `native`
  * says whether the kernel is one of the addon's or the CPU backend's.
  */
-export function takeOnednnProfile(): Array<{ kernel: string; calls: number; ms: number; native: boolean }> {
+export function takeOnednnProfile(): Array<{
+  kernel: string;
+  calls: number;
+  ms: number;
+  native: boolean;
+}> {
   const rows = [...profile].map(([kernel, e]) => ({ kernel, ...e }));
   profile.clear();
   return rows.sort((a, b) => b.ms - a.ms);
@@ -450,8 +458,11 @@ interface BatchNormalizationLike {
   movingMean: LayerVariableLike;
   movingVariance: LayerVariableLike;
 }
-type LayerCall = (this: BatchNormalizationLike, inputs: Tensor | Tensor[], kwargs: tf.serialization.ConfigDict) =>
-  Tensor | Tensor[];
+type LayerCall = (
+  this: BatchNormalizationLike,
+  inputs: Tensor | Tensor[],
+  kwargs: tf.serialization.ConfigDict,
+) => Tensor | Tensor[];
 
 const HOOKED = Symbol.for('resnet-ts.onednnHook');
 
