@@ -153,3 +153,50 @@ export class NotebookProgress {
     this.bar = undefined;
   };
 }
+
+/** The accuracies `explainAccuracyGap` compares. */
+export interface AccuracyFigures {
+  /** Mean accuracy of the last training epoch (BatchNorm on batch statistics). */
+  training: number;
+  /** Accuracy on the same training images in inference mode (moving statistics). */
+  trainingInference: number;
+  /** Accuracy on the test images in inference mode. */
+  test: number;
+  /** Training steps taken, for the share of BatchNorm's starting values left. */
+  steps: number;
+  /** BatchNorm's momentum. Defaults to 0.99, TensorFlow.js's and Keras's default. */
+  momentum?: number;
+}
+
+/**
+ * One line reading the gap between training and test accuracy: none worth
+ * naming; overfitting (the training images still score well in inference
+ * mode); or inference mode itself (they do not: BatchNorm's moving averages
+ * have not caught up with the statistics training used).
+ */
+export function explainAccuracyGap(f: AccuracyFigures): string {
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  if (f.test >= f.training - 0.1) {
+    return (
+      `[diagnosis] test accuracy ${pct(f.test)} is no more than 10 points below the training ` +
+      `accuracy ${pct(f.training)}: no sign of overfitting.`
+    );
+  }
+  if (f.trainingInference < f.training - 0.2) {
+    const left = Math.pow(f.momentum ?? 0.99, f.steps);
+    return (
+      `[diagnosis] the training images themselves score only ${pct(f.trainingInference)} in ` +
+      `inference mode against ${pct(f.training)} while training, so the low test accuracy is ` +
+      'not overfitting: inference mode is off. BatchNorm infers with moving averages of the ' +
+      `batch statistics; after ${f.steps} steps they still hold ${pct(left)} of their ` +
+      'starting values (mean 0, variance 1), a large error where the real variances are ' +
+      'small, and they trail weights that are still changing. More steps, a lower momentum, ' +
+      'or recomputing the statistics with the final weights would close the gap.'
+    );
+  }
+  return (
+    `[diagnosis] the training images score ${pct(f.trainingInference)} in inference mode, ` +
+    `close to ${pct(f.training)} while training, but the test images ${pct(f.test)}: ` +
+    'the model has overfitted its training images.'
+  );
+}

@@ -21,7 +21,13 @@ import {
   RgbImage,
   signsImage,
 } from '../src/images.js';
-import { expectShape, isQuickRun, NotebookProgress, ShapeError } from '../src/notebook.js';
+import {
+  expectShape,
+  explainAccuracyGap,
+  isQuickRun,
+  NotebookProgress,
+  ShapeError,
+} from '../src/notebook.js';
 import {
   blockDiagramSvg,
   confusionMatrixFigure,
@@ -182,6 +188,15 @@ describe('notebook helpers', () => {
       (e: Error) =>
         e instanceof ShapeError && /y has shape \(3, 5\); expected \(3, 4\)/.test(e.message),
     );
+  });
+
+  it('tells overfitting from lagging BatchNorm statistics', () => {
+    const base = { training: 0.95, steps: 340 };
+    assert.match(explainAccuracyGap({ ...base, trainingInference: 0.94, test: 0.9 }), /no sign/);
+    assert.match(explainAccuracyGap({ ...base, trainingInference: 0.93, test: 0.5 }), /overfitted/);
+    const lagging = explainAccuracyGap({ ...base, trainingInference: 0.17, test: 0.17 });
+    assert.match(lagging, /not overfitting/);
+    assert.match(lagging, /after 340 steps they still hold 3\.3 %/);
   });
 
   it('reads RESNET_QUICK', () => {
