@@ -17,3 +17,7 @@ export * from './paths.js';
 export * from './train.js';
 export * from './io.js';
 export * from './progress.js';
+export * from './recipes.js';
+export * from './checkpoint.js';
+export * from './augment.js';
+export * from './runs.js';

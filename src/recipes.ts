@@ -15,7 +15,7 @@ import * as tf from '@tensorflow/tfjs';
 
 import { augmentBatch } from './augment.js';
 import { ArgumentError } from './errors.js';
-import { COURSE_RECIPE, TrainOptions } from './train.js';
+import { COURSE_RECIPE, evaluate, Evaluation, TrainOptions } from './train.js';
 
 export const RECIPE_NAMES = ['course', 'improved'] as const;
 export type RecipeName = (typeof RECIPE_NAMES)[number];
@@ -140,40 +140,86 @@ export function trainOptionsFor(recipe: Recipe, examples: number): TrainOptions 
   };
 }
 
+type PatchableBatchNorm = {
+  call: (inputs: unknown, kwargs: Record<string, unknown>) => unknown;
+  momentum: number;
+};
+
+/**
+ * Runs `body` with every BatchNorm layer of `model` normalising by the
+ * statistics of each batch, as in training, even inside `predict`; before
+ * the k-th batch (0-based) each layer's momentum is set to `momentumAt(k)`.
+ *
+ * tfjs-layers decides the mode from the call's `training` argument, which
+ * `predict` never sets, and has no public switch; so for the duration each
+ * layer's `call` is wrapped, and restored afterwards whatever happens.
+ */
+async function withBatchStatistics<T>(
+  model: tf.LayersModel,
+  momentumAt: (batch: number) => number,
+  body: (setBatch: (k: number) => void) => Promise<T>,
+): Promise<T> {
+  const layers = batchNormLayers(model) as unknown as PatchableBatchNorm[];
+  const saved = layers.map((l) => ({ call: l.call, momentum: l.momentum }));
+  layers.forEach((layer, i) => {
+    layer.call = (inputs, kwargs) => saved[i].call.call(layer, inputs, { ...kwargs, training: true });
+  });
+  try {
+    return await body((k) => layers.forEach((layer) => (layer.momentum = momentumAt(k))));
+  } finally {
+    layers.forEach((layer, i) => {
+      delete (layer as Partial<PatchableBatchNorm>).call; // back to the class's own method
+      layer.momentum = saved[i].momentum;
+    });
+  }
+}
+
 /**
  * Re-estimates every BatchNorm layer's moving mean and variance as the plain
  * average of its batch statistics over `x`, with the weights fixed: the
- * statistics of the network as it is, not a lagging mix of earlier ones.
- *
- * tfjs-layers updates the moving statistics only in a training call, and
- * `predict` never makes one, so for the duration each BatchNorm layer is told
- * it is training; the cumulative average comes from a momentum of k/(k+1) at
- * the k-th batch.
+ * statistics of the network as it is, not a lagging mix of earlier ones. The
+ * cumulative average comes from a momentum of k/(k+1) at the k-th batch.
  */
 export async function recalibrateBatchNorm(
   model: tf.LayersModel,
   x: tf.Tensor,
   batchSize = 32,
 ): Promise<void> {
-  type Callable = { call: (inputs: unknown, kwargs: Record<string, unknown>) => unknown; momentum: number };
-  const layers = batchNormLayers(model) as unknown as Callable[];
-  const saved = layers.map((l) => ({ call: l.call, momentum: l.momentum }));
-  layers.forEach((layer, i) => {
-    layer.call = (inputs, kwargs) => saved[i].call.call(layer, inputs, { ...kwargs, training: true });
-  });
-  try {
-    const n = x.shape[0];
-    for (let start = 0, k = 0; start < n; start += batchSize, k++) {
-      for (const layer of layers) layer.momentum = k / (k + 1);
-      tf.tidy(() => {
-        model.predict(x.slice(start, Math.min(batchSize, n - start)));
-      });
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-  } finally {
-    layers.forEach((layer, i) => {
-      delete (layer as Partial<Callable>).call; // back to the class's own method
-      layer.momentum = saved[i].momentum;
-    });
-  }
+  await withBatchStatistics(
+    model,
+    (k) => k / (k + 1),
+    async (setBatch) => {
+      const n = x.shape[0];
+      for (let start = 0, k = 0; start < n; start += batchSize, k++) {
+        setBatch(k);
+        tf.tidy(() => {
+          model.predict(x.slice(start, Math.min(batchSize, n - start)));
+        });
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    },
+  );
+}
+
+/**
+ * Evaluates `model` with BatchNorm normalising each test batch by its own
+ * statistics (as in training) instead of the moving ones, leaving the moving
+ * statistics untouched (momentum 1). The figure shows how much of a poor test
+ * accuracy is BatchNorm's lag rather than the weights; it depends on the
+ * batch size, so it is a diagnosis, not a way to deploy a model.
+ */
+export async function evaluateWithBatchStatistics(
+  model: tf.LayersModel,
+  x: tf.Tensor,
+  y: tf.Tensor,
+  batchSize = 32,
+): Promise<Evaluation> {
+  return withBatchStatistics(
+    model,
+    () => 1,
+    async (setBatch) => {
+      setBatch(0);
+      return evaluate(model, x, y, { batchSize });
+    },
+  );
 }
