@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-import { seededRandom } from './train.js';
+import { seededRandom } from './random.js';
 
 export interface AugmentOptions {
   /** Largest shift, as a fraction of the image side. Defaults to 0.08. */

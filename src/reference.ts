@@ -179,7 +179,8 @@ export function compareWithReference(
   }
 }
 
-function unravel(flat: number, shape: number[]): number[] {
+/** The multi-dimensional index of element `flat` of a tensor of `shape`. */
+export function unravel(flat: number, shape: number[]): number[] {
   const index = new Array<number>(shape.length);
   for (let d = shape.length - 1; d >= 0; d--) {
     index[d] = flat % shape[d];

@@ -9,6 +9,9 @@
 import * as tf from '@tensorflow/tfjs';
 
 import { ArgumentError, TrainingError } from './errors.js';
+import { seededRandom } from './random.js';
+
+export { seededRandom };
 
 export interface TrainOptions {
   /** Passes over the training set. Defaults to 10, as the course. */
@@ -71,18 +74,6 @@ export interface History {
   /** True when `shouldStop` ended training early. */
   interrupted: boolean;
   options: { epochs: number; batchSize: number; learningRate: number; seed: number };
-}
-
-/** A seeded generator of floats in [0, 1) (mulberry32): small, fast, reproducible. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A seeded permutation of 0..n-1 (Fisher–Yates). */

@@ -27,6 +27,7 @@ import {
 import { convolutionalBlock, identityBlock } from '../src/blocks.js';
 import { ResNet50 } from '../src/resnet50.js';
 import { compileForTraining } from '../src/train.js';
+import { sizeOf, values } from './helpers/seeded.js';
 
 const RTOL = 1e-4;
 const ATOL_OF_MAX = 1e-5;
@@ -46,21 +47,6 @@ type Backend = 'cpu' | 'onednn';
 interface Result {
   shape: number[];
   data: Float32Array;
-}
-
-/** Deterministic values in [-1, 1) (a small LCG), so each case is reproducible. */
-function values(size: number, seed: number): Float32Array {
-  const out = new Float32Array(size);
-  let state = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < size; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    out[i] = state / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-function sizeOf(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 /** Runs `f` on a backend, on tensors made there from seeded values, and reads every output. */

@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
 
 import { ArgumentError } from '../errors.js';
+import { seededRandom } from '../random.js';
 import {
   BlockCase,
   BlockReference,
@@ -81,17 +82,6 @@ function flatten(nested: Nested): TensorData {
   return data;
 }
 
-/** A small seeded generator (mulberry32), so fresh inputs repeat for one seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomData(shape: number[], next: () => number, scale: number): TensorData {
   const size = shape.reduce((a, b) => a * b, 1);
@@ -153,7 +143,7 @@ function referenceCases(
 
 /** Random input and kernels the learner has never seen; expected values from the grader's block. */
 function freshCases(exercise: Exercise, spec: BlockSpec, inputShape: number[], seed: number) {
-  const next = random(seed);
+  const next = seededRandom(seed);
   const input = randomData(inputShape, next, 2);
   const kernels = kernelShapes(spec, inputShape[3]).map((s) => randomData(s, next, 0.5));
   return MODES.map((mode) => {
@@ -259,7 +249,7 @@ function convolutionalCases(refs: GradeReferences, seed: number): GradedCase[] {
 }
 
 function resnetCases(refs: GradeReferences, seed: number): GradedCase[] {
-  const next = random(seed + 2);
+  const next = seededRandom(seed + 2);
   const main: ModelProbe = {
     kind: 'model',
     id: 'model:main',

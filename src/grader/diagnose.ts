@@ -9,7 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-import { compareWithReference, Tolerance } from '../reference.js';
+import { compareWithReference, Tolerance, unravel } from '../reference.js';
 import { kernelShapes, Mistakes, tensor4d, variantBlock } from './variants.js';
 import type { BlockProbe, BlockSpec, ProbeOutput, SymbolicProbe, TraceEntry } from './types.js';
 
@@ -240,14 +240,6 @@ function firstNonFinite(values: number[]): number {
   return values.findIndex((v) => !Number.isFinite(v));
 }
 
-function unravel(flat: number, shape: number[]): number[] {
-  const index = new Array<number>(shape.length);
-  for (let d = shape.length - 1; d >= 0; d--) {
-    index[d] = flat % shape[d];
-    flat = Math.floor(flat / shape[d]);
-  }
-  return index;
-}
 
 /** Says what went wrong with an error a block threw. */
 export function diagnoseError(
