@@ -270,6 +270,32 @@ describe('grading in child processes', () => {
     assert.deepEqual(report.exercises[0].messages, inProcess.messages);
   });
 
+  test('a correct single file saved outside the project gets full marks', async () => {
+    // As a learner saves it anywhere: no node_modules and no src/ beside it, so
+    // '@tensorflow/tfjs' and '../../src/initializers.js' resolve from the grader.
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'grader-single-'));
+    try {
+      mkdirSync(path.join(dir, 'sub'));
+      const file = path.join(dir, 'sub', 'solution.ts');
+      const source = readFileSync(path.join(FIXTURES, 'learner-blocks.ts'), 'utf8');
+      writeFileSync(
+        file,
+        `${source}\nexport const { identityBlock, convolutionalBlock } = learnerBlocks();\n`,
+      );
+      const report = await gradeSubmission({
+        submission: file,
+        outDir: path.join(dir, 'out'),
+        exercises: ['identityBlock', 'convolutionalBlock'],
+        seed: 2,
+        ...quiet,
+      });
+      for (const r of report.exercises) assert.ok(full(r), r.messages.join('\n'));
+      assert.equal(report.points, 18);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   const hostile = (name: string) => path.join(FIXTURES, 'hostile', `${name}.ts`);
   const grade = (name: string, extra: Partial<Parameters<typeof gradeSubmission>[0]> = {}) =>
     gradeSubmission({

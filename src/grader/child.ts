@@ -31,16 +31,44 @@ export type ChildReply =
   | { type: 'load-error'; error: string };
 
 /**
- * Makes every `@tensorflow/…` import resolve from the grader's own
- * node_modules. A learner's workspace has its own copy; two copies of
- * TensorFlow.js in one process do not recognise each other's tensors.
+ * Module resolution for submissions, as a `node:module` hook:
+ *
+ * - every `@tensorflow/…` import resolves from the grader's own
+ *   node_modules. A learner's workspace has its own copy; two copies of
+ *   TensorFlow.js in one process do not recognise each other's tensors; a
+ *   single file saved outside the project has none at all.
+ * - a relative import of the project's own modules (`../src/initializers.js`,
+ *   `../../src/blocks.js`: `./` and `../` steps, then `src/…`) that finds no
+ *   file beside the submission resolves to the grader's `src/…`, so a file
+ *   written in the project and saved elsewhere still loads. A file that does
+ *   exist beside the submission always wins (a learner workspace's own src/).
+ * - a TypeScript file outside any `"type": "module"` package (a single
+ *   file in /tmp) is loaded as an ES module, as it is written, not compiled
+ *   to CommonJS, whose `require` these rules would not reach.
  */
 const HOOK = `
 let parentURL;
 export function initialize(data) { parentURL = data.parentURL; }
+const PROJECT = /^(?:\\.\\.?\\/)+(src\\/.+)$/;
 export async function resolve(specifier, context, next) {
   if (specifier.startsWith('@tensorflow/')) return next(specifier, { ...context, parentURL });
-  return next(specifier, context);
+  let result;
+  try {
+    result = await next(specifier, context);
+  } catch (error) {
+    const project = PROJECT.exec(specifier);
+    if (!project || error?.code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    result = await next('./' + project[1], { ...context, parentURL });
+  }
+  if (
+    result.format === 'commonjs' &&
+    result.url.startsWith('file:') &&
+    /\\.tsx?$/.test(result.url) &&
+    !result.url.includes('/node_modules/')
+  ) {
+    return { ...result, format: 'module' };
+  }
+  return result;
 }`;
 
 const FUNCTIONS = ['identityBlock', 'convolutionalBlock', 'ResNet50'] as const;
