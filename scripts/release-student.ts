@@ -3,7 +3,8 @@
  *
  * The workspace holds everything `npm run setup`, the notebooks and the
  * learner's own checks need: package files, tsconfig, scripts, src/ with
- * the graded bodies replaced by stubs, the public tests, the notebooks with
+ * the graded bodies replaced by stubs, native/ (the oneDNN addon's sources,
+ * not its build), the public tests, the notebooks with
  * their outputs cleared, and Requirements/ without the datasets (setup
  * copies those in). It leaves out the grader's own tests and fixtures and
  * this script.
@@ -175,6 +176,15 @@ export function releaseStudent(
   for (const dir of ['src', 'scripts']) {
     mkdirSync(path.join(target, dir), { recursive: true });
     copyTree(path.join(root, dir), path.join(target, dir), skip, root);
+  }
+
+  // The oneDNN addon's sources: package.json's build:native and setup's
+  // native step build them there. Not the teacher's build output.
+  if (existsSync(path.join(root, 'native'))) {
+    const built = (rel: string) =>
+      skip(rel) || rel === 'native/build' || rel.startsWith('native/build/');
+    mkdirSync(path.join(target, 'native'), { recursive: true });
+    copyTree(path.join(root, 'native'), path.join(target, 'native'), built, root);
   }
 
   // Public tests and the fixtures they read; not the grader's.

@@ -100,6 +100,11 @@ describe('the learner workspace', () => {
       assert.doesNotMatch(f, /^Requirements\/datasets\/./);
     }
     assert.ok(existsSync(path.join(ws, 'Requirements', 'datasets')));
+    // build:native and setup's native step need the addon's sources, not its build.
+    for (const f of ['native/binding.gyp', 'native/src/addon.cc']) {
+      assert.ok(files.includes(f), `${f} is missing`);
+    }
+    assert.ok(!files.some((f) => f.startsWith('native/build/')), 'native/build/ was shipped');
     const pkg = JSON.parse(readFileSync(path.join(ws, 'package.json'), 'utf8'));
     assert.equal(pkg.scripts['release:student'], undefined);
     assert.equal(pkg.scripts.grade, 'tsx src/grader/main.ts');
