@@ -247,7 +247,9 @@ class BlockContext {
     try {
       return tf.tidy(() => body(this.input) as tf.Tensor) as T;
     } finally {
-      for (const layer of this.layers) layer.dispose();
+      // A layer that never ran (the block failed before it) has no weights,
+      // and disposing it would throw over the error that matters.
+      for (const layer of this.layers) if (layer.built) layer.dispose();
     }
   }
 

@@ -4,7 +4,7 @@
  * table). Run through npm: `npm run train -- --epochs 2`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -42,7 +42,7 @@ Flags:
   --learning-rate X    Adam's (peak) learning rate (default: the recipe's)
   --seed N             seed of the weights and of the example order (default 0)
   --limit N            use only the first N examples of each split (quick runs)
-  --backend NAME       auto, gpu, node, wasm or cpu (default: RESNET_BACKEND, else auto)
+  --backend NAME       auto, gpu, node, onednn, wasm or cpu (default: RESNET_BACKEND, else auto)
   --data DIR           folder with train_signs.h5 and test_signs.h5
                        (default Requirements/datasets)
   --out DIR            run folder to write (default runs/<date-time>)
@@ -166,10 +166,27 @@ async function commandTrain(flags: Flags): Promise<number> {
     learningRate: settings.learningRate,
   };
   const { seed, batchSize } = settings;
-  ensureWritable(outDir);
+  if (flags.resume === undefined && existsSync(outDir) && readdirSync(outDir).length > 0) {
+    throw new ArgumentError(
+      '--out',
+      'a new or empty folder (a run folder is never overwritten)',
+      outDir,
+      existsSync(path.join(outDir, CHECKPOINT_DIR))
+        ? `To continue that run, use --resume ${outDir}.`
+        : 'Choose another folder.',
+    );
+  }
 
   const backend = await startBackend(flags);
   const data = loadSigns(flags.data, { limit: settings.limit ?? undefined });
+  // Only now, with backend and data in hand, so a failed start leaves no
+  // empty run folder behind; still before any training.
+  try {
+    ensureWritable(outDir);
+  } catch (error) {
+    tf.dispose([data.xTrain, data.yTrain, data.xTest, data.yTest]);
+    throw error;
+  }
   const printer = new ProgressPrinter();
   printer.line(
     `[data] ${data.xTrain.shape[0]} training and ${data.xTest.shape[0]} test images` +
@@ -186,6 +203,8 @@ async function commandTrain(flags: Flags): Promise<number> {
     printer.line('[train] stopping after this step and saving; press Ctrl-C again to quit now');
   };
   process.on('SIGINT', onSigint);
+  // `timeout`, `docker stop` and service managers send SIGTERM: save likewise.
+  process.on('SIGTERM', onSigint);
 
   const model = ResNet50({ inputShape: [64, 64, 3], classes: data.classes.length, seed });
   compileForRecipe(model, recipe);
@@ -279,6 +298,7 @@ async function commandTrain(flags: Flags): Promise<number> {
     return history.interrupted ? 130 : 0;
   } finally {
     process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
     model.dispose();
     tf.dispose([data.xTrain, data.yTrain, data.xTest, data.yTest]);
   }
@@ -304,6 +324,12 @@ async function commandEvaluate(flags: Flags): Promise<number> {
     const evaluation = await evaluate(model, data.xTest, data.yTest);
     console.log(`[evaluate] ${dir}`);
     for (const line of evaluationLines(evaluation)) console.log(line);
+    if (!Number.isFinite(evaluation.loss)) {
+      console.log(
+        '[warning] the model outputs NaN or infinite values: its weights are damaged or its ' +
+          'training diverged, so these figures mean nothing. Retrain, or use an earlier run.',
+      );
+    }
     console.log('[test] confusion matrix (rows: true class, columns: predicted)');
     evaluation.confusion.forEach((row, c) => {
       console.log(`  ${c}: ${row.map((v) => String(v).padStart(4)).join('')}`);

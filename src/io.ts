@@ -86,6 +86,13 @@ export async function loadModel(dir: string): Promise<tf.LayersModel> {
       jsonPath,
     );
   }
+  if (!modelJson || typeof modelJson !== 'object' || !modelJson.modelTopology) {
+    throw new DataError(
+      `${jsonPath} is not a TensorFlow.js layers model (no modelTopology). Pass the model ` +
+        'folder a training run wrote (runs/<run>/model).',
+      jsonPath,
+    );
+  }
   const manifest = modelJson.weightsManifest ?? [];
   const specs = manifest.flatMap((group) => group.weights);
   const buffers = manifest.flatMap((group) =>
@@ -104,12 +111,23 @@ export async function loadModel(dir: string): Promise<tf.LayersModel> {
   );
   const joined = Buffer.concat(buffers);
   const weightData = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);
-  return tf.loadLayersModel(
-    tf.io.fromMemory({
-      modelTopology: modelJson.modelTopology,
-      weightSpecs: specs,
-      weightData,
-      trainingConfig: modelJson.trainingConfig,
-    }),
-  );
+  try {
+    return await tf.loadLayersModel(
+      tf.io.fromMemory({
+        modelTopology: modelJson.modelTopology,
+        weightSpecs: specs,
+        weightData,
+        trainingConfig: modelJson.trainingConfig,
+      }),
+    );
+  } catch (error) {
+    // A truncated weights file, a layer TensorFlow.js does not know, weights
+    // that do not fit the layers: all say the folder is damaged.
+    const first = String((error as Error).message ?? error).split('\n')[0];
+    throw new DataError(
+      `The model at ${dir} could not be loaded: ${first}. Its files are damaged or do not ` +
+        'belong together; retrain, or use another run.',
+      dir,
+    );
+  }
 }

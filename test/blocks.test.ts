@@ -98,6 +98,13 @@ describe('wrong arguments name the argument, what was expected and what came', (
       /`options\.training`.*symbolic/,
     ],
   ];
+  test('a failure inside the block is the error you see, not a disposal error', () => {
+    // int32 images are refused by BatchNorm; the layers after it never run.
+    assert.throws(
+      () => identityBlock(tf.zeros([1, 8, 8, 16], 'int32'), 3, [4, 4, 16]),
+      (e: unknown) => !/Cannot dispose Layer/.test(String((e as Error).message)),
+    );
+  });
   for (const [what, call, pattern] of cases) {
     test(what, () => {
       assert.throws(call, (e: unknown) => e instanceof ArgumentError && pattern.test(e.message));

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -148,6 +148,28 @@ describe('command line', () => {
     const model = await runCli(['evaluate', '--model', path.join(tmp, 'no-model')]);
     assert.equal(model.code, 1);
     assert.match(model.out, /\[error\] No TensorFlow\.js model at .*no-model/);
+
+    // A damaged model: weights cut short, then a model.json that is no model.
+    const damaged = path.join(tmp, 'damaged');
+    mkdirSync(damaged, { recursive: true });
+    cpSync(path.join(tmp, 'run', 'model', 'model.json'), path.join(damaged, 'model.json'));
+    writeFileSync(
+      path.join(damaged, 'weights.bin'),
+      readFileSync(path.join(tmp, 'run', 'model', 'weights.bin')).subarray(0, 100_000),
+    );
+    const cut = await runCli(['evaluate', '--model', damaged, '--data', DATA, '--limit', '4']);
+    assert.equal(cut.code, 1);
+    assert.match(cut.out, /\[error\] The model at .*damaged could not be loaded: .*retrain/);
+    assert.doesNotMatch(cut.out, /\n\s+at /);
+    writeFileSync(path.join(damaged, 'model.json'), 'null');
+    const nullModel = await runCli(['evaluate', '--model', damaged]);
+    assert.match(nullModel.out, /\[error\] .*is not a TensorFlow\.js layers model/);
+
+    // A run folder is never overwritten; the message points at --resume.
+    const again = await runCli(['train', '--data', DATA, '--limit', '4', '--out', path.join(tmp, 'run')]);
+    assert.equal(again.code, 1);
+    assert.match(again.out, /`--out` must be a new or empty folder.*use --resume/);
+    assert.ok(existsSync(path.join(tmp, 'run', 'model', 'weights.bin')), 'the old run is intact');
 
     const unknown = await runCli(['fly']);
     assert.equal(unknown.code, 2);
