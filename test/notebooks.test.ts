@@ -6,7 +6,8 @@
  *
  * The execution tests need Jupyter and the registered kernel, the browser
  * tests Chromium at /usr/bin/chromium; where one is missing those tests are
- * skipped with the reason printed (CI installs both, so there they run).
+ * skipped with the reason printed, except under CI (which installs both), where
+ * they run and fail.
  * Reports and screenshots go to reports/quick/.
  */
 import assert from 'node:assert/strict';
@@ -187,7 +188,8 @@ describe('report helpers', () => {
 
 const noJupyter = jupyterProblem();
 
-const executionSkip = noJupyter && skipReason('notebook execution', noJupyter);
+// CI installs Jupyter and Chromium: there a missing one must fail, not skip.
+const executionSkip = noJupyter && !process.env.CI && skipReason('notebook execution', noJupyter);
 
 describe('notebooks executed in quick mode', { skip: executionSkip }, () => {
   const results = new Map<string, NotebookResult>();
@@ -267,7 +269,7 @@ const noBrowser =
       ? `Chromium is not at ${CHROMIUM} (install it with bash scripts/setup.sh system)`
       : undefined;
 
-const browserSkip = noBrowser && skipReason('report rendering', noBrowser);
+const browserSkip = noBrowser && !process.env.CI && skipReason('report rendering', noBrowser);
 
 describe('reports in a headless browser, offline', { skip: browserSkip }, () => {
   // Imported here so that a machine without playwright-core can still run the rest.
