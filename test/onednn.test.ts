@@ -27,10 +27,12 @@ import {
 import { convolutionalBlock, identityBlock } from '../src/blocks.js';
 import { ResNet50 } from '../src/resnet50.js';
 import { compileForTraining } from '../src/train.js';
-import { sizeOf, values } from './helpers/seeded.js';
+import { assertCloseToCpu, sizeOf, values } from './helpers/seeded.js';
+
+const assertClose = (label: string, actual: Result, expected: Result, rtol = RTOL): void =>
+  assertCloseToCpu(label, 'onednn', actual, expected, rtol);
 
 const RTOL = 1e-4;
-const ATOL_OF_MAX = 1e-5;
 const LOSS_RTOL = 1e-3;
 
 const built = isOnednnAddonBuilt();
@@ -64,33 +66,6 @@ async function runOn(
   );
   tf.dispose([...xs, ...ys]);
   return results;
-}
-
-/** Checks the shape, then every value, naming the worst element on a miss. */
-function assertClose(label: string, actual: Result, expected: Result, rtol = RTOL): void {
-  assert.deepEqual(actual.shape, expected.shape, `${label}: shape differs from the CPU backend's`);
-  let scale = 0;
-  for (const v of expected.data) scale = Math.max(scale, Math.abs(v));
-  const atol = ATOL_OF_MAX * scale;
-  let worst = -1;
-  let worstExcess = 0;
-  for (let i = 0; i < expected.data.length; i++) {
-    const allowed = atol + rtol * Math.abs(expected.data[i]);
-    const excess = Math.abs(actual.data[i] - expected.data[i]) - allowed;
-    if (!(excess <= worstExcess)) {
-      worst = i;
-      worstExcess = excess;
-    }
-  }
-  if (worst >= 0) {
-    assert.fail(
-      `${label}: element ${worst} is ${actual.data[worst]} on onednn but ` +
-        `${expected.data[worst]} on the CPU backend (off by ` +
-        `${Math.abs(actual.data[worst] - expected.data[worst]).toExponential(2)}, allowed ` +
-        `${(atol + rtol * Math.abs(expected.data[worst])).toExponential(2)}). ` +
-        'Check the padding and stride geometry handed to the addon.',
-    );
-  }
 }
 
 /**

@@ -12,10 +12,12 @@ import * as tf from '@tensorflow/tfjs';
 
 import { initBackend } from '../src/backend/index.js';
 import { registerWasmTrainingKernels } from '../src/backend/wasm-kernels.js';
-import { sizeOf, values } from './helpers/seeded.js';
+import { assertCloseToCpu, Readback, sizeOf, values } from './helpers/seeded.js';
+
+const assertClose = (label: string, actual: Readback, expected: Readback): void =>
+  assertCloseToCpu(label, 'wasm', actual, expected, RTOL);
 
 const RTOL = 1e-4;
-const ATOL_OF_MAX = 1e-5;
 
 type Pad = 'same' | 'valid' | number | [[0, 0], [number, number], [number, number], [0, 0]];
 
@@ -31,36 +33,6 @@ async function runOn(
   const result = { shape: y.shape, data: (await y.data()) as Float32Array };
   tf.dispose([...xs, y]);
   return result;
-}
-
-/** Checks the shape, then every value, naming the worst element on a miss. */
-function assertClose(
-  label: string,
-  actual: { shape: number[]; data: Float32Array },
-  expected: { shape: number[]; data: Float32Array },
-): void {
-  assert.deepEqual(actual.shape, expected.shape, `${label}: shape differs from the CPU backend's`);
-  let scale = 0;
-  for (const v of expected.data) scale = Math.max(scale, Math.abs(v));
-  const atol = ATOL_OF_MAX * scale;
-  let worst = -1;
-  let worstExcess = 0;
-  for (let i = 0; i < expected.data.length; i++) {
-    const diff = Math.abs(actual.data[i] - expected.data[i]);
-    const excess = diff - (atol + RTOL * Math.abs(expected.data[i]));
-    if (!(excess <= worstExcess)) {
-      worst = i;
-      worstExcess = Number.isNaN(excess) ? Infinity : excess;
-    }
-  }
-  if (worst >= 0) {
-    const [got, want] = [actual.data[worst], expected.data[worst]];
-    assert.fail(
-      `${label}: element ${worst} is ${got} on wasm but ${want} on cpu ` +
-        `(off by ${Math.abs(got - want)}, allowed ${atol} + ${RTOL} relative). ` +
-        'Check the padding offsets and strides of that case.',
-    );
-  }
 }
 
 /** Computes `f` on both backends from the same inputs and compares. */
