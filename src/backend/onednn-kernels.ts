@@ -127,6 +127,13 @@ export const BATCH_NORM_TRAINING = 'OnednnBatchNormTraining';
 export const BATCH_NORM_TRAINING_GRAD = 'OnednnBatchNormTrainingGrad';
 /** ReLU's gradient in one pass: inputs dy, x; output dy where x > 0, else 0. */
 export const RELU_GRAD = 'OnednnReluGrad';
+/**
+ * A convolution with an optional bias, as FusedConv2D without activation,
+ * whose gradient (in onednn.ts) computes each input's part only when asked:
+ * FusedConv2D's own gradient always computes the input gradient, which the
+ * first layer of a network throws away.
+ */
+export const CONV2D_BIAS = 'OnednnConv2DBias';
 
 /**
  * The CPU backend, plus the pool of output arrays the `onednn` backend keeps
@@ -245,7 +252,16 @@ function convInfo(
 }
 
 function conv2d(addon: OnednnAddon, name: 'Conv2D' | 'FusedConv2D'): KernelConfig {
-  return withFallback(name, (inputs, backend, attrs) => {
+  return withFallback(name, convForward(addon));
+}
+
+/** FusedConv2D's kernel under the name CONV2D_BIAS, with the same fallback. */
+function conv2dBias(addon: OnednnAddon): KernelConfig {
+  return { ...withFallback('FusedConv2D', convForward(addon)), kernelName: CONV2D_BIAS };
+}
+
+function convForward(addon: OnednnAddon) {
+  return (inputs: Inputs, backend: Backend, attrs: NamedAttrMap): TensorInfo | undefined => {
     const { x, filter, bias, preluActivationWeights } = inputs;
     const activation = (attrs.activation as string | undefined) ?? 'linear';
     if (preluActivationWeights !== undefined && preluActivationWeights !== null) return undefined;
@@ -263,7 +279,7 @@ function conv2d(addon: OnednnAddon, name: 'Conv2D' | 'FusedConv2D'): KernelConfi
     const [out, ys] = output(backend, info.outShape);
     addon.conv2dForward(xs, fs, bs, ys, params, activation === 'relu');
     return out;
-  });
+  };
 }
 
 function conv2dBackpropInput(addon: OnednnAddon): KernelConfig {
@@ -564,6 +580,7 @@ export function nativeKernelConfigs(addon: OnednnAddon): KernelConfig[] {
   return [
     conv2d(addon, 'Conv2D'),
     conv2d(addon, 'FusedConv2D'),
+    conv2dBias(addon),
     conv2dBackpropInput(addon),
     conv2dBackpropFilter(addon),
     pool(addon, 'MaxPool'),
