@@ -181,6 +181,69 @@ describe('onednn backend', { skip }, () => {
       );
     });
 
+    it('matches on outputs of at most four positions', async () => {
+      // ResNet50's last stage at 64×64 (3×3 over 2×2, padding 1), a single
+      // output, a strided case and a dilated one.
+      const cases: Array<[string, number[], number[], number, 'same' | 'valid', number]> = [
+        ['3×3 same over 2×2', [2, 2, 2, 32], [3, 3, 32, 16], 1, 'same', 1],
+        ['3×3 same over 1×1', [3, 1, 1, 8], [3, 3, 8, 5], 1, 'same', 1],
+        ['3×3 stride 2 over 3×4', [2, 3, 4, 6], [3, 3, 6, 7], 2, 'same', 1],
+        ['3×3 dilation 2 over 2×2', [1, 2, 2, 4], [3, 3, 4, 4], 1, 'same', 2],
+      ];
+      for (const [name, x, w, s, pad, d] of cases) {
+        const out = tf.backend_util.computeConv2DInfo(
+          x as [number, number, number, number], w as [number, number, number, number],
+          s, d, pad).outShape;
+        assert.ok(out[1] * out[2] <= 4, `${name}: the case must have at most four outputs`);
+        await check(`Conv2D ${name}`, [x, w, [w[3]]], (a, b, c) =>
+          tf.fused.conv2d({ x: a as tf.Tensor4D, filter: b as tf.Tensor4D, strides: s, pad,
+            dilations: d, bias: c, activation: 'relu' }),
+        );
+        if (d !== 1) continue; // TensorFlow.js's gradients take no dilation
+        await check(`Conv2DBackpropInput ${name}`, [out, w], (g, b) =>
+          runKernel('Conv2DBackpropInput', { dy: g, filter: b }, {
+            inputShape: x, strides: s, pad, dataFormat: 'NHWC',
+          }),
+        );
+        await check(`Conv2DBackpropFilter ${name}`, [x, out], (a, g) =>
+          runKernel('Conv2DBackpropFilter', { x: a, dy: g }, {
+            filterShape: w, strides: s, pad, dataFormat: 'NHWC',
+          }),
+        );
+      }
+    });
+
+    it('a Conv2D layer in training gives the CPU gradients, without the unneeded one', async () => {
+      const layer = tf.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same' });
+      const shapes = [[2, 9, 7, 3], [2, 5, 4, 8]];
+      layer.build(shapes[0]);
+      const weights = layer.trainableWeights.map((w) => w.read() as tf.Variable);
+      const kernelsOf = async (f: () => tf.Tensor[]) => {
+        const info = await tf.profile(() => f());
+        return new Set(info.kernels.map((k) => k.name));
+      };
+      // Gradients of the weights only: the input's is never computed.
+      const ofWeights = (x: tf.Tensor, r: tf.Tensor) => {
+        const { grads, value } = tf.variableGrads(
+          () => tf.sum(tf.mul(layer.apply(x, { training: true }) as tf.Tensor, r)) as tf.Scalar,
+          weights,
+        );
+        return [value, ...weights.map((w) => grads[w.name])];
+      };
+      await check('Conv2D layer, weight gradients', shapes, ofWeights);
+      await tf.setBackend('onednn');
+      const [x, r] = shapes.map((shape, i) => tf.tensor(values(sizeOf(shape), i + 1), shape));
+      const used = await kernelsOf(() => ofWeights(x, r));
+      assert.ok(used.has('Conv2DBackpropFilter') && !used.has('Conv2DBackpropInput'),
+        `kernels run: ${[...used].join(', ')}`);
+      // With the input's gradient asked for too, it is computed and matches.
+      await check('Conv2D layer, input gradient', shapes, (xi, ri) =>
+        tf.grad((v: tf.Tensor) => tf.sum(tf.mul(layer.apply(v, { training: true }) as tf.Tensor, ri)))(xi),
+      );
+      tf.dispose([x, r]);
+      weights.forEach((w) => w.dispose());
+    });
+
     it('gives the same gradients through tf.grads of a fused convolution', async () => {
       await check('fused conv2d gradients', [[2, 9, 7, 3], [3, 3, 3, 8], [8], [2, 5, 4, 8]],
         (x, w, b, r) => {
