@@ -213,6 +213,50 @@ describe('onednn backend', { skip }, () => {
       }
     });
 
+    it('inference keeps reordered weights only while they are unchanged', async () => {
+      // Conv2D keeps its weights reordered under a stamp; an in-place Adam
+      // update, an assign or a disposal must end it, or the next call would
+      // silently use the old weights. 3×3 over 32 channels also takes the
+      // forward Winograd path that kept weights allow.
+      await tf.setBackend('onednn');
+      const xShape = [2, 8, 8, 32];
+      const wShape = [3, 3, 32, 16];
+      const x = tf.tensor(values(sizeOf(xShape), 1), xShape) as tf.Tensor4D;
+      // The variable must own its memory for Adam to update it in place.
+      const initial = tf.tensor(values(sizeOf(wShape), 2), wShape) as tf.Tensor4D;
+      const w = tf.variable(initial);
+      initial.dispose();
+      const onCpu = async (filter: Float32Array) => {
+        await tf.setBackend('cpu');
+        const [xc, wc] = [tf.tensor(await x.data(), xShape), tf.tensor(filter, wShape)];
+        const y = tf.conv2d(xc as tf.Tensor4D, wc as tf.Tensor4D, 1, 'same');
+        const out = { shape: y.shape, data: (await y.data()) as Float32Array };
+        tf.dispose([xc, wc, y]);
+        await tf.setBackend('onednn');
+        return out;
+      };
+      const conv = async () => {
+        const y = tf.conv2d(x, w, 1, 'same');
+        const out = { shape: y.shape, data: (await y.data()) as Float32Array };
+        y.dispose();
+        return out;
+      };
+      const before = await conv();
+      assertClose('first call', before, await onCpu((await w.data()) as Float32Array));
+      assertClose('second call, weights kept', await conv(), before);
+      const adam = tf.train.adam(0.1);
+      adam.applyGradients({ [w.name]: tf.onesLike(w) });
+      const updated = await conv();
+      assertClose('after an in-place Adam update', updated,
+        await onCpu((await w.data()) as Float32Array));
+      assert.ok(updated.data.some((v, i) => Math.abs(v - before.data[i]) > 1e-3),
+        'the update must change the output for this check to mean anything');
+      w.assign(tf.tensor(values(sizeOf(wShape), 3), wShape) as tf.Tensor4D);
+      assertClose('after assign', await conv(), await onCpu((await w.data()) as Float32Array));
+      adam.dispose();
+      tf.dispose([x, w]);
+    });
+
     it('a Conv2D layer in training gives the CPU gradients, without the unneeded one', async () => {
       const layer = tf.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same' });
       const shapes = [[2, 9, 7, 3], [2, 5, 4, 8]];
@@ -423,7 +467,9 @@ describe('onednn backend', { skip }, () => {
      * Trains `build()` for `steps` on one backend, from `weights` if given;
      * returns the losses (with `lossAfter`, one more: the loss after the last
      * update), the initial weights and [tensors, native bytes, pool bytes]
-     * after each step.
+     * after each step. With `inference`, also the loss of predict() after each
+     * step (the inference kernels keep weights reordered between calls, and
+     * the memory check then covers those).
      */
     async function losses(
       backend: Backend,
@@ -432,7 +478,8 @@ describe('onednn backend', { skip }, () => {
       batch: number[],
       steps: number,
       lossAfter = false,
-    ): Promise<{ losses: number[]; weights: tf.Tensor[]; memory: number[][] }> {
+      inference = false,
+    ): Promise<{ losses: number[]; predicted: number[]; weights: tf.Tensor[]; memory: number[][] }> {
       await tf.setBackend(backend);
       const model = build();
       if (weights) model.setWeights(weights);
@@ -443,10 +490,17 @@ describe('onednn backend', { skip }, () => {
       const y = tf.oneHot(tf.tensor1d([...Array(batch[0]).keys()].map((i) => i % classes), 'int32'),
         classes);
       const out: number[] = [];
+      const predicted: number[] = [];
       const memory: number[][] = [];
       for (let i = 0; i < steps; i++) {
         const [loss] = (await model.trainOnBatch(x, y)) as number[];
         out.push(loss);
+        if (inference) {
+          const p = tf.tidy(() => tf.mean(tf.metrics.categoricalCrossentropy(
+            y, model.predict(x) as tf.Tensor)));
+          predicted.push((await p.data())[0]);
+          p.dispose();
+        }
         memory.push(backend === 'onednn'
           ? [tf.memory().numTensors, onednnInfo().bytes, onednnPoolInfo().bytes]
           : [tf.memory().numTensors]);
@@ -462,7 +516,7 @@ describe('onednn backend', { skip }, () => {
       tf.dispose([x, y]);
       model.dispose();
       (model.optimizer as tf.Optimizer | undefined)?.dispose();
-      return { losses: out, weights: initial, memory };
+      return { losses: out, predicted, weights: initial, memory };
     }
 
     function assertLossesClose(label: string, actual: number[], expected: number[]): void {
@@ -492,14 +546,14 @@ describe('onednn backend', { skip }, () => {
           .apply(x) as tf.SymbolicTensor;
         return tf.model({ inputs: input, outputs: out });
       };
-      const cpu = await losses('cpu', build, undefined, [4, 17, 17, 3], 4);
+      const cpu = await losses('cpu', build, undefined, [4, 17, 17, 3], 4, false, true);
       // One thread makes oneDNN's reductions run in one order: with several,
       // step 4 of this tiny net was seen once 1.8e-3 off under heavy load.
       const threads = onednnInfo().threads;
       setOnednnThreads(1);
       let onednn: Awaited<ReturnType<typeof losses>>;
       try {
-        onednn = await losses('onednn', build, cpu.weights, [4, 17, 17, 3], 4);
+        onednn = await losses('onednn', build, cpu.weights, [4, 17, 17, 3], 4, false, true);
       } finally {
         setOnednnThreads(threads);
       }

@@ -84,6 +84,7 @@ class Buffer {
   }
 
   void* data() const { return data_; }
+  size_t capacity() const { return bytes_; }
 
  private:
   void* data_ = nullptr;
@@ -214,9 +215,9 @@ struct Settings {
 };
 Settings settings;
 
-Mode ChooseMode(const std::vector<int64_t>& p, bool forward) {
+Mode ChooseMode(const std::vector<int64_t>& p, bool forward, bool keptWeights = false) {
   if (settings.bf16) return Mode::kBf16;
-  bool wino = !forward && settings.winograd && p[4] == 3 && p[5] == 3 && p[9] == 1 && p[10] == 1 &&
+  bool wino = (!forward || keptWeights) && settings.winograd && p[4] == 3 && p[5] == 3 && p[9] == 1 && p[10] == 1 &&
               p[15] == 1 && p[16] == 1 && p[3] % 16 == 0 && p[6] % 16 == 0 && p[1] >= 4 &&
               p[2] >= 4;
   return wino ? Mode::kWinograd : Mode::kDirect;
@@ -312,8 +313,9 @@ memory::desc HwioF32(const memory::dims& dims) { return memory::desc(dims, dt::f
 // Builds a primitive in the mode chosen for `p`, or the direct one when
 // oneDNN has no implementation of that mode for the shape.
 template <typename Entry, typename Make>
-std::unique_ptr<Entry> InMode(const std::vector<int64_t>& p, bool forward, Make make) {
-  Mode m = ChooseMode(p, forward);
+std::unique_ptr<Entry> InMode(const std::vector<int64_t>& p, bool forward, Make make,
+                              bool keptWeights = false) {
+  Mode m = ChooseMode(p, forward, keptWeights);
   if (m != Mode::kDirect) {
     try {
       return make(m);
@@ -331,6 +333,59 @@ std::vector<int64_t> WithSettings(std::vector<int64_t> values) {
   return values;
 }
 
+// Weights kept in the layout a forward convolution wants, for inference:
+// the JavaScript side gives a weight tensor a stamp while its values cannot
+// change (see `weightStamp` in onednn.ts) and calls forgetWeights(stamp)
+// when they can (an in-place optimizer update, disposal). A model's weights
+// are then reordered once, not at every call, and the forward pass can use
+// Winograd, whose weight transform is too slow to repeat every call.
+struct KeptWeights {
+  memory::desc desc;
+  std::unique_ptr<Buffer> buffer;
+};
+std::unordered_map<int64_t, KeptWeights> keptWeights;
+// Buffers of forgotten weights, for the next ones (training steps and model
+// rebuilds reuse the same sizes).
+std::vector<std::unique_ptr<Buffer>> spareWeightBuffers;
+constexpr size_t kMaxSpareWeightBuffers = 256;
+
+std::unique_ptr<Buffer> SpareWeightBuffer(size_t bytes) {
+  auto best = spareWeightBuffers.end();
+  for (auto it = spareWeightBuffers.begin(); it != spareWeightBuffers.end(); ++it) {
+    size_t cap = (*it)->capacity();
+    if (cap >= bytes && (best == spareWeightBuffers.end() || cap < (*best)->capacity())) best = it;
+  }
+  if (best == spareWeightBuffers.end()) return std::make_unique<Buffer>();
+  auto buffer = std::move(*best);
+  spareWeightBuffers.erase(best);
+  return buffer;
+}
+
+// The weights `filter` (stamp `stamp`) in the layout of `io`, reordered on
+// first use.
+memory KeptWeightsFor(int64_t stamp, float* filter, const Io& io) {
+  if (!io.reorder) return memory(io.user, Engine(), filter);
+  KeptWeights& kept = keptWeights[stamp];
+  if (!kept.buffer || kept.desc != io.wanted) {
+    if (!kept.buffer) kept.buffer = SpareWeightBuffer(io.wanted.get_size());
+    memory out(io.wanted, Engine(), kept.buffer->Ensure(io.wanted.get_size()));
+    io.prim.execute(Stream(), {{DNNL_ARG_FROM, memory(io.user, Engine(), filter)}, {DNNL_ARG_TO, out}});
+    kept.desc = io.wanted;
+  }
+  return memory(io.wanted, Engine(), kept.buffer->data());
+}
+
+// forgetWeights(stamp): the weights with this stamp may change or are gone.
+Napi::Value ForgetWeights(const Napi::CallbackInfo& info) {
+  auto it = keptWeights.find(info[0].As<Napi::Number>().Int64Value());
+  if (it == keptWeights.end()) return info.Env().Undefined();
+  if (it->second.buffer && spareWeightBuffers.size() < kMaxSpareWeightBuffers) {
+    spareWeightBuffers.push_back(std::move(it->second.buffer));
+  }
+  keptWeights.erase(it);
+  return info.Env().Undefined();
+}
+
 struct ConvForward {
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
@@ -338,7 +393,7 @@ struct ConvForward {
 };
 Cache<ConvForward> convForwardCache;
 
-// conv2dForward(x, filter, bias | null, y, params, relu)
+// conv2dForward(x, filter, bias | null, y, params, relu, weightStamp?)
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   float* x = F32(info[0], "x");
@@ -347,12 +402,16 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   float* y = F32(info[3], "y");
   auto p = Ints(info[4], kConvParams, "params");
   bool relu = info[5].ToBoolean();
+  // A positive stamp: these weights stay as they are until forgetWeights(stamp).
+  int64_t stamp = info.Length() > 6 && info[6].IsNumber() ? info[6].As<Napi::Number>().Int64Value() : 0;
   ConvShape s(p);
   Check(env, Length(info[0]) == size_t(p[0] * p[1] * p[2] * p[3]), "conv2dForward: x size");
+  Check(env, Length(info[1]) == size_t(p[4] * p[5] * p[3] * p[6]), "conv2dForward: filter size");
   Check(env, Length(info[3]) == size_t(p[0] * p[7] * p[8] * p[6]), "conv2dForward: y size");
   auto values = p;
   values.push_back(bias != nullptr);
   values.push_back(relu);
+  values.push_back(stamp > 0);
   auto& e = Cached(convForwardCache, Key("convF", WithSettings(values)), [&] {
     return InMode<ConvForward>(p, true, [&](Mode m) {
       auto entry = std::make_unique<ConvForward>();
@@ -362,12 +421,12 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
       entry->weights.Init(HwioF32(s.weights), entry->pd.weights_desc(), true, &weightsScratch);
       entry->dst.Init(NhwcF32(s.dst), entry->pd.dst_desc(), false, &activationScratch[1]);
       return entry;
-    });
+    }, stamp > 0);
   });
   memory out = e.dst.Out(y);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, e.src.In(x)},
-      {DNNL_ARG_WEIGHTS, e.weights.In(filter)},
+      {DNNL_ARG_WEIGHTS, stamp > 0 ? KeptWeightsFor(stamp, filter, e.weights) : e.weights.In(filter)},
       {DNNL_ARG_DST, out},
       {DNNL_ARG_SCRATCHPAD, Scratchpad(e.pd.scratchpad_desc())},
   };
@@ -1085,6 +1144,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sum", Napi::Function::New(env, Guarded<Sum>));
   exports.Set("adam", Napi::Function::New(env, Guarded<Adam>));
   exports.Set("pad", Napi::Function::New(env, Guarded<Pad>));
+  exports.Set("forgetWeights", Napi::Function::New(env, Guarded<ForgetWeights>));
   exports.Set("setThreads", Napi::Function::New(env, Guarded<SetThreads>));
   exports.Set("configure", Napi::Function::New(env, Guarded<Configure>));
   exports.Set("info", Napi::Function::New(env, Guarded<Info>));

@@ -31,7 +31,10 @@ export interface OnednnAddon {
     y: Float32Array,
     params: number[],
     relu: boolean,
+    weightStamp?: number,
   ): void;
+  /** The weights stamped `stamp` may change or are gone (see PoolingBackend.weightStamp). */
+  forgetWeights(stamp: number): void;
   conv2dBackwardData(
     dy: Float32Array,
     filter: Float32Array,
@@ -142,6 +145,11 @@ export const CONV2D_BIAS = 'OnednnConv2DBias';
 export interface PoolingBackend extends MathBackendCPU {
   /** A float32 array of `length` elements, contents undefined, for a new tensor. */
   allocateFloat32(length: number): Float32Array;
+  /**
+   * A number that names the values of `dataId` until they may change: the
+   * addon keeps convolution weights reordered under it.
+   */
+  weightStamp(dataId: object): number;
 }
 type Backend = PoolingBackend;
 
@@ -251,16 +259,24 @@ function convInfo(
   );
 }
 
+/**
+ * Conv2D and FusedConv2D: the kernels of inference (training goes through
+ * CONV2D_BIAS, see onednn.ts), so their weights are kept reordered between
+ * calls, stamped by the backend.
+ */
 function conv2d(addon: OnednnAddon, name: 'Conv2D' | 'FusedConv2D'): KernelConfig {
-  return withFallback(name, convForward(addon));
+  return withFallback(name, convForward(addon, true));
 }
 
-/** FusedConv2D's kernel under the name CONV2D_BIAS, with the same fallback. */
+/**
+ * FusedConv2D's kernel under the name CONV2D_BIAS, with the same fallback;
+ * its weights change every training step, so they are not kept.
+ */
 function conv2dBias(addon: OnednnAddon): KernelConfig {
-  return { ...withFallback('FusedConv2D', convForward(addon)), kernelName: CONV2D_BIAS };
+  return { ...withFallback('FusedConv2D', convForward(addon, false)), kernelName: CONV2D_BIAS };
 }
 
-function convForward(addon: OnednnAddon) {
+function convForward(addon: OnednnAddon, keepWeights: boolean) {
   return (inputs: Inputs, backend: Backend, attrs: NamedAttrMap): TensorInfo | undefined => {
     const { x, filter, bias, preluActivationWeights } = inputs;
     const activation = (attrs.activation as string | undefined) ?? 'linear';
@@ -277,7 +293,8 @@ function convForward(addon: OnednnAddon) {
     const params = info && convParams(info);
     if (!info || !params) return undefined;
     const [out, ys] = output(backend, info.outShape);
-    addon.conv2dForward(xs, fs, bs, ys, params, activation === 'relu');
+    const stamp = keepWeights ? backend.weightStamp(filter.dataId) : 0;
+    addon.conv2dForward(xs, fs, bs, ys, params, activation === 'relu', stamp);
     return out;
   };
 }

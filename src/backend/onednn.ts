@@ -226,6 +226,9 @@ export interface OnednnPoolInfo {
  * reads hand out copies, so no array a caller keeps can change under it.
  */
 export class OnednnBackend extends MathBackendCPU {
+  /** Stamps of data whose values the addon may keep reordered (weights). */
+  private readonly stamps = new WeakMap<DataId, number>();
+  private nextStamp = 1;
   private readonly idle = new Map<number, ArrayBuffer[]>();
   /** Pooled buffers, with how many data entries use each. */
   private readonly users = new Map<ArrayBuffer, number>();
@@ -254,6 +257,25 @@ export class OnednnBackend extends MathBackendCPU {
     return new Float32Array(fresh);
   }
 
+  /**
+   * A stamp for the current values of `dataId`, the same at every call until
+   * they may change (`valuesChanged`) or the data is disposed. Convolution
+   * kernels pass it to the addon, which then reorders those weights once.
+   */
+  weightStamp(dataId: DataId): number {
+    let stamp = this.stamps.get(dataId);
+    if (stamp === undefined) this.stamps.set(dataId, (stamp = this.nextStamp++));
+    return stamp;
+  }
+
+  /** Says that the values of `dataId` changed in place (or are going): its stamp ends. */
+  valuesChanged(dataId: DataId): void {
+    const stamp = this.stamps.get(dataId);
+    if (stamp === undefined) return;
+    this.stamps.delete(dataId);
+    loadOnednnAddon().forgetWeights(stamp);
+  }
+
   /** The pool's size. */
   poolInfo(): OnednnPoolInfo {
     return { bytes: this.pooledBytes, idleBytes: this.idleBytes };
@@ -279,6 +301,7 @@ export class OnednnBackend extends MathBackendCPU {
     dtype: tf.DataType,
     refCount: number,
   ): void {
+    this.valuesChanged(dataId);
     super.move(dataId, values, shape, dtype, refCount);
     this.track(values, 1);
   }
@@ -286,7 +309,10 @@ export class OnednnBackend extends MathBackendCPU {
   override disposeData(dataId: DataId, force = false): boolean {
     const values = this.data.get(dataId)?.values;
     const released = super.disposeData(dataId, force);
-    if (values !== undefined && !this.data.has(dataId)) this.track(values, -1);
+    if (values !== undefined && !this.data.has(dataId)) {
+      this.track(values, -1);
+      this.valuesChanged(dataId);
+    }
     return released;
   }
 
@@ -666,6 +692,7 @@ function hookAdam(native: OnednnAddon): void {
         throw new BackendError(`Adam on ${ONEDNN_BACKEND}: variable ${name} is not float32`);
       }
       native.adam(arrays[0]!, arrays[1]!, arrays[2]!, g, k);
+      backend.valuesChanged(value.dataId);
     });
     tf.tidy(() => {
       this.accBeta1.assign(tf.mul(this.accBeta1, this.beta1));
