@@ -219,8 +219,8 @@ describe('onednn backend', { skip }, () => {
       // silently use the old weights. 3×3 over 32 channels also takes the
       // forward Winograd path that kept weights allow.
       await tf.setBackend('onednn');
-      const xShape = [2, 8, 8, 32];
-      const wShape = [3, 3, 32, 16];
+      const xShape: [number, number, number, number] = [2, 8, 8, 32];
+      const wShape: [number, number, number, number] = [3, 3, 32, 16];
       const x = tf.tensor(values(sizeOf(xShape), 1), xShape) as tf.Tensor4D;
       // The variable must own its memory for Adam to update it in place.
       const initial = tf.tensor(values(sizeOf(wShape), 2), wShape) as tf.Tensor4D;
