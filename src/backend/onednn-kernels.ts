@@ -137,6 +137,13 @@ export const RELU_GRAD = 'OnednnReluGrad';
  * first layer of a network throws away.
  */
 export const CONV2D_BIAS = 'OnednnConv2DBias';
+/**
+ * BatchNorm's two moving-average updates in one kernel: inputs movingMean,
+ * movingVariance, mean, variance; attr momentum; outputs the new moving mean
+ * and variance, each v − (v − value)·(1 − momentum) in float32 as the layer
+ * computes it. One kernel instead of six engine operations per layer.
+ */
+export const MOVING_AVERAGES = 'OnednnMovingAverages';
 
 /**
  * The CPU backend, plus the pool of output arrays the `onednn` backend keeps
@@ -463,6 +470,31 @@ function batchNormTraining(addon: OnednnAddon): KernelConfig {
   };
 }
 
+function movingAverages(): KernelConfig {
+  return {
+    kernelName: MOVING_AVERAGES,
+    backendName: ONEDNN_BACKEND,
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const cpu = backend as Backend;
+      const { movingMean, movingVariance, mean, variance } = inputs as Inputs;
+      const arrays = [movingMean, movingVariance, mean, variance].map((t) => f32(cpu, t));
+      const channels = arrays[0]?.length;
+      if (arrays.some((a) => a === undefined || a.length !== channels)) {
+        throw new Error(`${MOVING_AVERAGES}: needs four float32 vectors of one length`);
+      }
+      const [cm, cv, m, v] = arrays as Float32Array[];
+      const rate = Math.fround(1 - (attrs?.momentum as number));
+      const [newMean, nm] = output(cpu, [cm.length]);
+      const [newVariance, nv] = output(cpu, [cv.length]);
+      for (let i = 0; i < cm.length; i++) {
+        nm[i] = cm[i] - Math.fround(Math.fround(cm[i] - m[i]) * rate);
+        nv[i] = cv[i] - Math.fround(Math.fround(cv[i] - v[i]) * rate);
+      }
+      return [newMean, newVariance];
+    },
+  };
+}
+
 function batchNormTrainingGrad(addon: OnednnAddon): KernelConfig {
   return {
     kernelName: BATCH_NORM_TRAINING_GRAD,
@@ -609,6 +641,7 @@ export function nativeKernelConfigs(addon: OnednnAddon): KernelConfig[] {
     fusedBatchNorm(addon),
     batchNormTraining(addon),
     batchNormTrainingGrad(addon),
+    movingAverages(),
     relu(addon),
     reluGrad(addon),
     binary(addon, 'Add'),

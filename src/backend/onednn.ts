@@ -46,6 +46,7 @@ import {
   BATCH_NORM_TRAINING,
   BATCH_NORM_TRAINING_GRAD,
   CONV2D_BIAS,
+  MOVING_AVERAGES,
   nativeKernelConfigs,
   ONEDNN_BACKEND,
   OnednnAddon,
@@ -611,22 +612,18 @@ function hookBatchNormalization(): void {
         { x, gamma: this.gamma!.read(), beta: this.beta!.read() },
         { epsilon: this.epsilon },
       ) as Tensor[];
-      movingAverage(this.movingMean, mean, this.momentum);
-      movingAverage(this.movingVariance, variance, this.momentum);
+      const [movingMean, movingVariance] = runKernel(
+        MOVING_AVERAGES,
+        { movingMean: this.movingMean.read(), movingVariance: this.movingVariance.read(), mean, variance },
+        { momentum: this.momentum },
+      ) as Tensor[];
+      this.movingMean.write(movingMean);
+      this.movingVariance.write(movingVariance);
       return y;
     });
   };
   (hooked as unknown as Record<symbol, unknown>)[HOOKED] = true;
   proto.call = hooked;
-}
-
-/** The layer's own update: v ← v − (v − value)·(1 − momentum). */
-function movingAverage(variable: LayerVariableLike, value: Tensor, momentum: number): void {
-  tf.tidy(() => {
-    const current = variable.read();
-    const delta = tf.mul(tf.sub(current, value), 1 - momentum);
-    variable.write(tf.sub(current, delta));
-  });
 }
 
 // --- Adam ---------------------------------------------------------------------
