@@ -29,7 +29,7 @@ const CPU_BATCH = 2;
 /** Untimed steps first: kernel setup, XNNPACK operator creation, heap growth. */
 const WARMUP_STEPS = 2;
 /** Timed steps unless `--steps` says otherwise. */
-const DEFAULT_STEPS = 5;
+const DEFAULT_STEPS = 9;
 /** A child still running after this long is stopped and reported. */
 const CHILD_TIMEOUT_MS = 20 * 60 * 1000;
 /** The oneDNN backend's thread counts to measure: one, and every core. */
@@ -37,14 +37,25 @@ const ONEDNN_THREADS = [...new Set([1, availableParallelism()])];
 /** Marks the one line of a child's output that carries its figures. */
 const RESULT_TAG = 'BENCH_RESULT ';
 
+/** Images per second of one measure, from its timed steps. */
+interface Rate {
+  /** From the median step: the figure quoted, robust to a stray slow step. */
+  median: number;
+  /** From the total time of all timed steps. */
+  mean: number;
+  /** From the slowest and the fastest step. */
+  slowest: number;
+  fastest: number;
+}
+
 interface Figures {
   backend: BackendName;
   /** How the backend runs (e.g. the wasm thread count). */
   detail: string;
   inferenceBatch: number;
-  inferenceImagesPerSecond: number;
+  inference: Rate;
   /** Undefined when training was not measured, with the reason in `skipped`. */
-  trainImagesPerSecond?: number;
+  training?: Rate;
   trainSkipped?: string;
   /** Timed and warm-up steps of each measure. */
   steps: number;
@@ -86,12 +97,33 @@ function parseArgs(argv: string[]): Options {
   return { backends, steps, child };
 }
 
-/** Runs `step` `warmup + steps` times and returns the timed steps' seconds. */
-async function time(step: () => Promise<void>, warmup: number, steps: number): Promise<number> {
+/**
+ * Runs `step` `warmup + steps` times and returns the images per second of
+ * the timed ones, each step being `images`.
+ */
+async function time(
+  step: () => Promise<void>,
+  warmup: number,
+  steps: number,
+  images: number,
+): Promise<Rate> {
   for (let i = 0; i < warmup; i++) await step();
-  const start = performance.now();
-  for (let i = 0; i < steps; i++) await step();
-  return (performance.now() - start) / 1000;
+  const seconds: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const start = performance.now();
+    await step();
+    seconds.push((performance.now() - start) / 1000);
+  }
+  const sorted = [...seconds].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  const total = seconds.reduce((a, b) => a + b, 0);
+  return {
+    median: images / median,
+    mean: (images * steps) / total,
+    slowest: images / sorted[sorted.length - 1],
+    fastest: images / sorted[0],
+  };
 }
 
 /** Measures one backend in this process and prints its figures as one tagged line. */
@@ -124,13 +156,13 @@ async function measure(name: BackendName, steps: number): Promise<void> {
   // One warm-up and one timed step on the CPU backend keeps it to seconds.
   const inferSteps = name === 'cpu' ? 1 : steps;
   const warmup = name === 'cpu' ? 1 : WARMUP_STEPS;
-  const inferSeconds = await time(infer, warmup, inferSteps);
+  const inference = await time(infer, warmup, inferSteps, batch);
 
   const figures: Figures = {
     backend: name,
     detail: await describeBackend(name),
     inferenceBatch: batch,
-    inferenceImagesPerSecond: (batch * inferSteps) / inferSeconds,
+    inference,
     steps: inferSteps,
     warmup,
     peakRssMiB: 0,
@@ -143,7 +175,7 @@ async function measure(name: BackendName, steps: number): Promise<void> {
       await model.trainOnBatch(x, y);
       sample();
     };
-    figures.trainImagesPerSecond = (BATCH * steps) / (await time(train, WARMUP_STEPS, steps));
+    figures.training = await time(train, WARMUP_STEPS, steps, BATCH);
   }
   figures.peakRssMiB = process.resourceUsage().maxRSS / 1024;
   figures.peakTensorMiB = peakTensorBytes / 2 ** 20;
@@ -206,14 +238,17 @@ function report(name: BackendName, result: Record<string, unknown>): void {
     return;
   }
   const f = result as unknown as Figures;
+  const rate = (r: Rate) =>
+    `${r.median.toFixed(2)} img/s (mean ${r.mean.toFixed(2)}, steps ${r.slowest.toFixed(1)} to ` +
+    `${r.fastest.toFixed(1)})`;
   const training =
-    f.trainImagesPerSecond === undefined
+    f.training === undefined
       ? `training not measured (${f.trainSkipped})`
-      : `training ${f.trainImagesPerSecond.toFixed(2)} img/s (batch ${BATCH})`;
+      : `training ${rate(f.training)} (batch ${BATCH})`;
   console.log(
-    `[bench] ${name} (${f.detail}): inference ${f.inferenceImagesPerSecond.toFixed(2)} img/s ` +
+    `[bench] ${name} (${f.detail}): inference ${rate(f.inference)} ` +
       `(batch ${f.inferenceBatch}), ${training}; peak RSS ${f.peakRssMiB.toFixed(0)} MiB, ` +
-      `peak tensors ${f.peakTensorMiB.toFixed(0)} MiB; ${f.steps} timed steps after ` +
+      `peak tensors ${f.peakTensorMiB.toFixed(0)} MiB; median of ${f.steps} timed steps after ` +
       `${f.warmup} warm-up`,
   );
 }
