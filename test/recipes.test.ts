@@ -9,8 +9,9 @@ import { augmentBatch } from '../src/augment.js';
 import { initBackend } from '../src/backend/index.js';
 import {
   evaluateWithBatchStatistics, learningRateSchedule, parseRecipeName, recalibrateBatchNorm,
-  RECIPES, setBatchNormMomentum,
+  RECIPES, setBatchNormMomentum, zeroResidualGamma,
 } from '../src/recipes.js';
+import { ResNet50 } from '../src/resnet50.js';
 import { findNewestRun } from '../src/runs.js';
 
 before(async () => {
@@ -100,6 +101,33 @@ describe('recipes', () => {
     assert.ok(lr(99) < 1e-5);
   });
 
+  test("the course recipe leaves the network as built; the improved one zeroes the blocks' last scales", () => {
+    assert.equal(RECIPES.course.zeroResidualGamma, false);
+    assert.equal(RECIPES.improved.zeroResidualGamma, true);
+    const model = ResNet50({ seed: 0 });
+    const gammas = () => new Map(model.layers
+      .filter((l) => l.getClassName() === 'BatchNormalization')
+      .map((l) => [l.name, Array.from(l.getWeights()[0].dataSync())]));
+    const before = gammas();
+    assert.equal(zeroResidualGamma(model), 16, 'ResNet50 has 16 residual blocks');
+    for (const [name, after] of gammas()) {
+      if (/_3_bn$/.test(name)) assert.ok(after.every((g) => g === 0), `${name} is zeroed`);
+      else assert.deepEqual(after, before.get(name), `${name} is left alone`);
+    }
+    // An identity block whose last scale is zero passes its input through the
+    // shortcut alone (its input is already a ReLU output, and beta is zero).
+    const block = model.getLayer('conv2_block2_out');
+    const inputOf = tf.model({ inputs: model.inputs, outputs: model.getLayer('conv2_block1_out').output });
+    const outputOf = tf.model({ inputs: model.inputs, outputs: block.output });
+    const x = tf.randomUniform([2, 64, 64, 3], 0, 1, 'float32', 3);
+    const [a, b] = [inputOf.predict(x) as tf.Tensor, outputOf.predict(x) as tf.Tensor];
+    assert.ok(tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] < 1e-6, 'block output equals its input');
+    tf.dispose([x, a, b]);
+    model.dispose();
+    const plain = tf.sequential({ layers: [tf.layers.dense({ units: 2, inputShape: [3] })] });
+    assert.throws(() => zeroResidualGamma(plain), /ResNet built by ResNet50\(\)/);
+  });
+
   test('an unknown recipe names the allowed ones', () => {
     assert.throws(() => parseRecipeName('fast'), /`--recipe` must be one of course, improved; received "fast"/);
   });
@@ -135,11 +163,14 @@ describe('saved runs', () => {
   test('the newest complete run wins; quick, interrupted and model-less runs do not count', () => {
     assert.equal(findNewestRun(path.join(root, 'none')), undefined);
     const whole = { epochs: 10, epochsDone: 10, limit: null, interrupted: false };
-    fakeRun('old', { ...whole, finished: '2026-01-01T00:00:00Z' });
-    fakeRun('new', { ...whole, finished: '2026-02-01T00:00:00Z' });
+    fakeRun('old', { ...whole, recipe: 'improved', finished: '2026-01-01T00:00:00Z' });
+    fakeRun('new', { ...whole, recipe: 'course', finished: '2026-02-01T00:00:00Z' });
     fakeRun('quick', { ...whole, limit: 64, finished: '2026-03-01T00:00:00Z' });
     fakeRun('cut', { ...whole, epochsDone: 4, interrupted: true, finished: '2026-03-02T00:00:00Z' });
     fakeRun('nomodel', { ...whole, finished: '2026-03-03T00:00:00Z' }, false);
     assert.equal(path.basename(findNewestRun(root)!.dir), 'new');
+    assert.equal(path.basename(findNewestRun(root, 'course')!.dir), 'new');
+    assert.equal(path.basename(findNewestRun(root, 'improved')!.dir), 'old');
+    assert.equal(findNewestRun(root, 'other'), undefined);
   });
 });
