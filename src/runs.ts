@@ -39,10 +39,12 @@ function readJson<T>(file: string): T | undefined {
 
 /**
  * The newest run in `runsDir` that trained on every example for all its
- * epochs without interruption and saved its model; undefined if none.
+ * epochs without interruption and saved its model, of recipe `recipe` if
+ * given; undefined if none.
  */
 export function findNewestRun(
   runsDir: string = path.join(findProjectRoot(), 'runs'),
+  recipe?: string,
 ): SavedRun | undefined {
   if (!existsSync(runsDir)) return undefined;
   const complete: SavedRun[] = [];
@@ -54,6 +56,7 @@ export function findNewestRun(
     const whole =
       run !== undefined &&
       history !== undefined &&
+      (recipe === undefined || run.recipe === recipe) &&
       !run.interrupted &&
       (run.limit === null || run.limit === undefined) &&
       run.epochsDone !== undefined &&
