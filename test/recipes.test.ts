@@ -128,6 +128,11 @@ describe('recipes', () => {
     assert.throws(() => zeroResidualGamma(plain), /ResNet built by ResNet50\(\)/);
   });
 
+  test('the improved recipe is the default', () => {
+    assert.equal(parseRecipeName(undefined), 'improved');
+    assert.equal(parseRecipeName('course'), 'course');
+  });
+
   test('an unknown recipe names the allowed ones', () => {
     assert.throws(() => parseRecipeName('fast'), /`--recipe` must be one of course, improved; received "fast"/);
   });
