@@ -496,6 +496,41 @@ function registerGradients(): void {
   });
 }
 
+// --- Layer hooks ----------------------------------------------------------------
+
+/** A tf.layers `call` method, with the layer's fields this project reads as `this`. */
+type LayerCall<L> = (
+  this: L,
+  inputs: Tensor | Tensor[],
+  kwargs: tf.serialization.ConfigDict,
+) => Tensor | Tensor[];
+
+const HOOKED = Symbol.for('resnet-ts.onednnHook');
+
+/**
+ * Replaces the `call` of the tf.layers class `className`, found through
+ * TensorFlow.js's serialization registry, by `hook(original)`, once. The
+ * hook takes its own path in the cases it covers and runs `original`
+ * otherwise; tfjs-layers itself is not modified.
+ */
+function hookLayerCall<L>(
+  className: string,
+  hook: (original: LayerCall<L>) => LayerCall<L>,
+): void {
+  const entry = tf.serialization.SerializationMap.getMap().classNameMap[className];
+  if (!entry) throw new BackendError(`tf.layers has no ${className} class registered`);
+  const proto = (entry[0] as unknown as { prototype: { call: LayerCall<L> } }).prototype;
+  if ((proto.call as unknown as Record<symbol, unknown>)[HOOKED]) return;
+  const hooked = hook(proto.call);
+  (hooked as unknown as Record<symbol, unknown>)[HOOKED] = true;
+  proto.call = hooked;
+}
+
+/** A layer call's one input tensor, or undefined when it has several. */
+function singleInput(inputs: Tensor | Tensor[]): Tensor | undefined {
+  return Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+}
+
 // --- Conv2D -------------------------------------------------------------------
 
 /** The parts of tfjs-layers' Conv2D used here. */
@@ -509,11 +544,6 @@ interface Conv2DLike {
   bias: LayerVariableLike | null;
   activation: { apply(x: Tensor): Tensor } | null;
 }
-type ConvCall = (
-  this: Conv2DLike,
-  inputs: Tensor | Tensor[],
-  kwargs: tf.serialization.ConfigDict,
-) => Tensor | Tensor[];
 
 /**
  * Routes tf.layers' Conv2D in training mode through CONV2D_BIAS when
@@ -521,14 +551,8 @@ type ConvCall = (
  * dilation; every other case runs the layer's own `call`.
  */
 function hookConv2D(): void {
-  const entry = tf.serialization.SerializationMap.getMap().classNameMap.Conv2D;
-  if (!entry) throw new BackendError('tf.layers has no Conv2D class registered');
-  const proto = (entry[0] as unknown as { prototype: { call: ConvCall } }).prototype;
-  const original = proto.call;
-  if ((original as unknown as Record<symbol, unknown>)[HOOKED]) return;
-
-  const hooked: ConvCall = function (inputs, kwargs) {
-    const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+  hookLayerCall<Conv2DLike>('Conv2D', (original) => function (inputs, kwargs) {
+    const x = singleInput(inputs);
     const dilations = [this.dilationRate].flat();
     const ours =
       onOnednn() &&
@@ -552,9 +576,7 @@ function hookConv2D(): void {
       }) as Tensor;
       return this.activation != null ? this.activation.apply(y) : y;
     });
-  };
-  (hooked as unknown as Record<symbol, unknown>)[HOOKED] = true;
-  proto.call = hooked;
+  });
 }
 
 // --- BatchNormalization -------------------------------------------------------
@@ -573,13 +595,6 @@ interface BatchNormalizationLike {
   movingMean: LayerVariableLike;
   movingVariance: LayerVariableLike;
 }
-type LayerCall = (
-  this: BatchNormalizationLike,
-  inputs: Tensor | Tensor[],
-  kwargs: tf.serialization.ConfigDict,
-) => Tensor | Tensor[];
-
-const HOOKED = Symbol.for('resnet-ts.onednnHook');
 
 /**
  * Routes tf.layers' BatchNormalization in training mode through the fused
@@ -588,14 +603,8 @@ const HOOKED = Symbol.for('resnet-ts.onednnHook');
  * The moving statistics are updated exactly as the layer does.
  */
 function hookBatchNormalization(): void {
-  const entry = tf.serialization.SerializationMap.getMap().classNameMap.BatchNormalization;
-  if (!entry) throw new BackendError('tf.layers has no BatchNormalization class registered');
-  const proto = (entry[0] as unknown as { prototype: { call: LayerCall } }).prototype;
-  const original = proto.call;
-  if ((original as unknown as Record<symbol, unknown>)[HOOKED]) return;
-
-  const hooked: LayerCall = function (inputs, kwargs) {
-    const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+  hookLayerCall<BatchNormalizationLike>('BatchNormalization', (original) => function (inputs, kwargs) {
+    const x = singleInput(inputs);
     const fused =
       onOnednn() &&
       Boolean(kwargs?.training) &&
@@ -621,9 +630,7 @@ function hookBatchNormalization(): void {
       this.movingVariance.write(movingVariance);
       return y;
     });
-  };
-  (hooked as unknown as Record<symbol, unknown>)[HOOKED] = true;
-  proto.call = hooked;
+  });
 }
 
 // --- Adam ---------------------------------------------------------------------
