@@ -88,7 +88,10 @@ function cellLabel(notebook: string, nb: NotebookJson, index: number): string {
 }
 
 /**
- * Checks that jupyter runs and that the resnet-ts kernel is registered.
+ * Checks that jupyter runs and that the resnet-ts kernel is registered, and
+ * registered for this checkout: setup's kernel step in another clone points
+ * the machine-wide kernel there, and a launcher that has gone makes Jupyter
+ * say only "Kernel died before replying".
  *
  * @throws NotebookError saying what to install or run.
  */
@@ -102,12 +105,20 @@ export function checkJupyter(): void {
         '`bash scripts/setup.sh kernel`.',
     );
   }
-  const specs = (JSON.parse(result.stdout) as { kernelspecs?: Record<string, unknown> })
-    .kernelspecs;
+  const specs = (
+    JSON.parse(result.stdout) as { kernelspecs?: Record<string, { spec?: { argv?: string[] } }> }
+  ).kernelspecs;
   if (!specs || !(KERNEL_NAME in specs)) {
     throw new NotebookError(
       `The Jupyter kernel "${KERNEL_NAME}" is not registered (found: ` +
         `${Object.keys(specs ?? {}).join(', ') || 'none'}). Run \`bash scripts/setup.sh kernel\`.`,
+    );
+  }
+  const launcher = specs[KERNEL_NAME].spec?.argv?.find((arg) => arg.endsWith('tslab-kernel.cjs'));
+  if (launcher !== undefined && path.resolve(launcher) !== path.join(ROOT, 'scripts', 'tslab-kernel.cjs')) {
+    throw new NotebookError(
+      `The Jupyter kernel "${KERNEL_NAME}" starts another checkout (${launcher}), not this one ` +
+        `(${ROOT}). Run \`bash scripts/setup.sh kernel\` here.`,
     );
   }
 }

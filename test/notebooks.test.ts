@@ -191,6 +191,32 @@ const noJupyter = jupyterProblem();
 // CI installs Jupyter and Chromium: there a missing one must fail, not skip.
 const executionSkip = noJupyter && !process.env.CI && skipReason('notebook execution', noJupyter);
 
+const noJupyterAtAll = spawnSync('jupyter', ['--version']).status !== 0;
+
+describe('the kernel check', { skip: noJupyterAtAll && !process.env.CI && skipReason('the kernel check', 'jupyter is not installed') }, () => {
+  it('a kernel registered for another checkout is named, with the fix', () => {
+    // Jupyter reads kernelspecs from JUPYTER_PATH before the system folders.
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'resnet-kernels-'));
+    const saved = process.env.JUPYTER_PATH;
+    try {
+      mkdirSync(path.join(dir, 'kernels', 'resnet-ts'), { recursive: true });
+      writeFileSync(path.join(dir, 'kernels', 'resnet-ts', 'kernel.json'), JSON.stringify({
+        argv: ['node', '/elsewhere/project/scripts/tslab-kernel.cjs', '{connection_file}'],
+        display_name: 'TypeScript (resnet-ts)',
+        language: 'typescript',
+      }));
+      process.env.JUPYTER_PATH = dir;
+      assert.throws(() => checkJupyter(),
+        /starts another checkout \(\/elsewhere\/project\/scripts\/tslab-kernel\.cjs\).*Run `bash scripts\/setup\.sh kernel` here/);
+    } finally {
+      if (saved === undefined) delete process.env.JUPYTER_PATH;
+      else process.env.JUPYTER_PATH = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+});
+
 describe('notebooks executed in quick mode', { skip: executionSkip }, () => {
   const results = new Map<string, NotebookResult>();
   const env = { ...process.env, RESNET_QUICK: '1' };

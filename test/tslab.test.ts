@@ -20,7 +20,9 @@ test('a notebook cell imports src/index under the resnet-ts kernel and builds Re
   assert.ok(spec, 'the resnet-ts kernel is not registered: run `bash scripts/setup.sh kernel`');
   // The kernel must start this checkout, not some other clone.
   const argv: string[] = spec.spec.argv;
-  assert.equal(path.dirname(path.dirname(argv[1])), process.cwd(), `kernel argv ${JSON.stringify(argv)}`);
+  assert.equal(path.dirname(path.dirname(argv[1])), process.cwd(),
+    `the resnet-ts kernel starts another checkout (argv ${JSON.stringify(argv)}): ` +
+      'run `bash scripts/setup.sh kernel` in this one');
 
   const source = [
     "import { initBackend, ResNet50, parameterCounts, identityBlock } from './src/index.js';",
