@@ -526,9 +526,17 @@ function hookLayerCall<L>(
   proto.call = hooked;
 }
 
-/** A layer call's one input tensor, or undefined when it has several. */
-function singleInput(inputs: Tensor | Tensor[]): Tensor | undefined {
-  return Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+/**
+ * A layer call's one input when the hooks may take it: `onednn` active, a
+ * training-mode call, a single rank-4 float32 tensor; else undefined.
+ */
+function trainingInput(
+  inputs: Tensor | Tensor[],
+  kwargs: tf.serialization.ConfigDict,
+): Tensor | undefined {
+  const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+  const ok = onOnednn() && Boolean(kwargs?.training) && x?.rank === 4 && x.dtype === 'float32';
+  return ok ? x : undefined;
 }
 
 // --- Conv2D -------------------------------------------------------------------
@@ -552,14 +560,10 @@ interface Conv2DLike {
  */
 function hookConv2D(): void {
   hookLayerCall<Conv2DLike>('Conv2D', (original) => function (inputs, kwargs) {
-    const x = singleInput(inputs);
+    const x = trainingInput(inputs, kwargs);
     const dilations = [this.dilationRate].flat();
     const ours =
-      onOnednn() &&
-      Boolean(kwargs?.training) &&
       x !== undefined &&
-      x.rank === 4 &&
-      x.dtype === 'float32' &&
       this.rank === 2 &&
       this.dataFormat === 'channelsLast' &&
       dilations.every((d) => d === 1);
@@ -604,13 +608,9 @@ interface BatchNormalizationLike {
  */
 function hookBatchNormalization(): void {
   hookLayerCall<BatchNormalizationLike>('BatchNormalization', (original) => function (inputs, kwargs) {
-    const x = singleInput(inputs);
+    const x = trainingInput(inputs, kwargs);
     const fused =
-      onOnednn() &&
-      Boolean(kwargs?.training) &&
       x !== undefined &&
-      x.rank === 4 &&
-      x.dtype === 'float32' &&
       (this.axis === -1 || this.axis === 3) &&
       this.gamma != null &&
       this.beta != null;
