@@ -326,10 +326,14 @@ std::unique_ptr<Entry> InMode(const std::vector<int64_t>& p, bool forward, Make 
   return make(Mode::kDirect);
 }
 
-// Cache keys include the settings, which can change between calls.
+// Cache keys include the settings and the thread count, which can change
+// between calls.
 std::vector<int64_t> WithSettings(std::vector<int64_t> values) {
   values.push_back(settings.winograd);
   values.push_back(settings.bf16);
+  // oneDNN fixes a primitive's thread count when it is created: one made
+  // before setThreads(1) would go on running on every core.
+  values.push_back(omp_get_max_threads());
   return values;
 }
 
@@ -584,6 +588,7 @@ Napi::Value PoolForwardFn(const Napi::CallbackInfo& info) {
   Check(env, Length(info[1]) == size_t(p[0] * p[6] * p[7] * p[3]), "poolForward: y size");
   auto values = p;
   values.push_back(max);
+  values.push_back(omp_get_max_threads());  // fixed at creation, as for convolutions
   auto& e = Cached(poolForwardCache, Key("poolF", values), [&] {
     auto entry = std::make_unique<PoolForward>();
     entry->pd = PoolForwardDesc(s, PoolAlgorithm(max), prop_kind::forward_inference);
@@ -624,6 +629,7 @@ Napi::Value PoolBackwardFn(const Napi::CallbackInfo& info) {
   Check(env, Length(info[1]) == size_t(p[0] * p[6] * p[7] * p[3]), "poolBackward: dy size");
   auto values = p;
   values.push_back(max);
+  values.push_back(omp_get_max_threads());  // fixed at creation, as for convolutions
   auto& e = Cached(poolBackwardCache, Key("poolB", values), [&] {
     auto entry = std::make_unique<PoolBackward>();
     entry->fwdPd = PoolForwardDesc(s, PoolGradAlgorithm(max), prop_kind::forward_training);
