@@ -94,6 +94,27 @@ function runKernel(name: string, inputs: tf.NamedTensorMap, attrs: object): tf.T
   return tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as tf.Tensor;
 }
 
+/**
+ * Checks both gradient kernels of one convolution geometry against the CPU
+ * backend: the input's from `dy` and the filter's from `x` and `dy`.
+ */
+async function checkConvGradients(
+  label: (kernel: string) => string,
+  x: number[],
+  w: number[],
+  dy: number[],
+  strides: number,
+  pad: 'same' | 'valid',
+): Promise<void> {
+  const geometry = { strides, pad, dataFormat: 'NHWC' };
+  await check(label('Conv2DBackpropInput'), [dy, w], (g, b) =>
+    runKernel('Conv2DBackpropInput', { dy: g, filter: b }, { ...geometry, inputShape: x }),
+  );
+  await check(label('Conv2DBackpropFilter'), [x, dy], (a, g) =>
+    runKernel('Conv2DBackpropFilter', { x: a, dy: g }, { ...geometry, filterShape: w }),
+  );
+}
+
 /** Output size of a convolution or pooling, as TensorFlow computes it. */
 function outSize(size: number, k: number, s: number, pad: 'same' | 'valid'): number {
   return pad === 'same' ? Math.ceil(size / s) : Math.ceil((size - k + 1) / s);
@@ -137,16 +158,7 @@ describe('onednn backend', { skip }, () => {
                 activation: 'relu',
               }),
             );
-            await check(`Conv2DBackpropInput ${name}`, [dy, w], (g, b) =>
-              runKernel('Conv2DBackpropInput', { dy: g, filter: b }, {
-                inputShape: x, strides: s, pad, dataFormat: 'NHWC',
-              }),
-            );
-            await check(`Conv2DBackpropFilter ${name}`, [x, dy], (a, g) =>
-              runKernel('Conv2DBackpropFilter', { x: a, dy: g }, {
-                filterShape: w, strides: s, pad, dataFormat: 'NHWC',
-              }),
-            );
+            await checkConvGradients((kernel) => `${kernel} ${name}`, x, w, dy, s, pad);
           });
         }
       }
@@ -169,16 +181,7 @@ describe('onednn backend', { skip }, () => {
         tf.fused.conv2d({ x: a as tf.Tensor4D, filter: b as tf.Tensor4D, strides: 1, pad: 'same',
           bias: c, activation: 'relu' }),
       );
-      await check('Winograd Conv2DBackpropInput', [dy, w], (g, b) =>
-        runKernel('Conv2DBackpropInput', { dy: g, filter: b }, {
-          inputShape: x, strides: 1, pad: 'same', dataFormat: 'NHWC',
-        }),
-      );
-      await check('Winograd Conv2DBackpropFilter', [x, dy], (a, g) =>
-        runKernel('Conv2DBackpropFilter', { x: a, dy: g }, {
-          filterShape: w, strides: 1, pad: 'same', dataFormat: 'NHWC',
-        }),
-      );
+      await checkConvGradients((kernel) => `Winograd ${kernel}`, x, w, dy, 1, 'same');
     });
 
     it('matches on outputs of at most four positions', async () => {
@@ -200,16 +203,7 @@ describe('onednn backend', { skip }, () => {
             dilations: d, bias: c, activation: 'relu' }),
         );
         if (d !== 1) continue; // TensorFlow.js's gradients take no dilation
-        await check(`Conv2DBackpropInput ${name}`, [out, w], (g, b) =>
-          runKernel('Conv2DBackpropInput', { dy: g, filter: b }, {
-            inputShape: x, strides: s, pad, dataFormat: 'NHWC',
-          }),
-        );
-        await check(`Conv2DBackpropFilter ${name}`, [x, out], (a, g) =>
-          runKernel('Conv2DBackpropFilter', { x: a, dy: g }, {
-            filterShape: w, strides: s, pad, dataFormat: 'NHWC',
-          }),
-        );
+        await checkConvGradients((kernel) => `${kernel} ${name}`, x, w, out, s, pad);
       }
     });
 
