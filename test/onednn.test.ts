@@ -456,6 +456,150 @@ describe('onednn backend', { skip }, () => {
     });
   });
 
+  describe('fusing a layer into the one before it', () => {
+    /**
+     * conv 3×3 → BatchNorm → ReLU → conv 1×1 → BatchNorm → add (the ReLU's
+     * output) → ReLU → dense: the first pair folds with its ReLU, the second
+     * without (an Add reads its BatchNorm), and the first BatchNorm trains
+     * with its ReLU fused.
+     */
+    function build(): tf.LayersModel {
+      const init = (seed: number) => tf.initializers.glorotUniform({ seed });
+      const input = tf.input({ shape: [6, 5, 4] });
+      const c1 = tf.layers.conv2d({ filters: 8, kernelSize: 3, padding: 'same', kernelInitializer: init(1), name: 'c1' });
+      let x = c1.apply(input) as tf.SymbolicTensor;
+      x = tf.layers.batchNormalization({ axis: 3, name: 'b1' }).apply(x) as tf.SymbolicTensor;
+      const a1 = tf.layers.activation({ activation: 'relu' }).apply(x) as tf.SymbolicTensor;
+      x = tf.layers.conv2d({ filters: 8, kernelSize: 1, kernelInitializer: init(2) }).apply(a1) as tf.SymbolicTensor;
+      x = tf.layers.batchNormalization({ axis: 3 }).apply(x) as tf.SymbolicTensor;
+      x = tf.layers.add().apply([x, a1]) as tf.SymbolicTensor;
+      x = tf.layers.activation({ activation: 'relu' }).apply(x) as tf.SymbolicTensor;
+      x = tf.layers.flatten().apply(x) as tf.SymbolicTensor;
+      const out = tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: init(3) })
+        .apply(x) as tf.SymbolicTensor;
+      return tf.model({ inputs: input, outputs: out });
+    }
+
+    /** Non-trivial BatchNorm statistics and scales, the same on every backend. */
+    function setWeights(model: tf.LayersModel, from?: tf.Tensor[]): void {
+      const weights = from ?? model.getWeights().map((w, i) => {
+        const name = model.weights[i].name;
+        const v = values(w.size, 20 + i);
+        if (/moving_variance/.test(name)) return tf.tensor(v.map((e) => 0.5 + Math.abs(e)), w.shape);
+        if (/gamma/.test(name)) return tf.tensor(v.map((e) => 1 + e / 2), w.shape);
+        return tf.tensor(v, w.shape);
+      });
+      model.setWeights(weights);
+      if (!from) tf.dispose(weights);
+    }
+
+    const xShape = [3, 6, 5, 4];
+    const input = () => tf.tensor(values(sizeOf(xShape), 30), xShape);
+    const labels = () => tf.oneHot(tf.tensor1d([0, 1, 2], 'int32'), 3);
+
+    /** Runs `f` on a fresh model on `backend` with the shared weights; also the kernels run. */
+    async function onModel(
+      backend: Backend,
+      f: (model: tf.LayersModel, x: tf.Tensor) => tf.Tensor | Promise<tf.Tensor>,
+      weights?: tf.Tensor[],
+    ): Promise<{ result: Result; kernels: string[]; model: tf.LayersModel }> {
+      await tf.setBackend(backend);
+      const model = build();
+      setWeights(model, weights);
+      const x = input();
+      let y: tf.Tensor | undefined;
+      const info = await tf.profile(async () => {
+        y = await f(model, x);
+      });
+      const result = { shape: y!.shape, data: (await y!.data()) as Float32Array };
+      tf.dispose([x, y!]);
+      return { result, kernels: info.kernels.map((k) => k.name), model };
+    }
+
+    const count = (kernels: string[], name: string) => kernels.filter((k) => k === name).length;
+
+    it('predict folds BatchNorm (and ReLU) into the convolution and matches the CPU backend',
+      async () => {
+        const predict = (m: tf.LayersModel, x: tf.Tensor) => m.predict(x) as tf.Tensor;
+        const fused = await onModel('onednn', predict);
+        const cpu = await onModel('cpu', predict);
+        assertClose('predict', fused.result, cpu.result);
+        assert.equal(count(fused.kernels, 'OnednnConv2DBatchNorm'), 2, fused.kernels.join(', '));
+        assert.equal(count(fused.kernels, 'FusedBatchNorm'), 0, fused.kernels.join(', '));
+        assert.equal(count(fused.kernels, 'Relu'), 1, 'only the ReLU after the Add runs on its own');
+        // The same through evaluate(), which runs the model's test function.
+        await tf.setBackend('onednn');
+        const [x, y] = [input(), labels()];
+        fused.model.compile({ optimizer: 'sgd', loss: 'categoricalCrossentropy' });
+        cpu.model.compile({ optimizer: 'sgd', loss: 'categoricalCrossentropy' });
+        const lossOn = async (m: tf.LayersModel) => {
+          const l = m.evaluate(x, y) as tf.Scalar;
+          const v = (await l.data())[0];
+          l.dispose();
+          return v;
+        };
+        const onednnLoss = await lossOn(fused.model);
+        await tf.setBackend('cpu');
+        const cpuLoss = await lossOn(cpu.model);
+        assert.ok(Math.abs(onednnLoss - cpuLoss) <= 1e-4 * Math.abs(cpuLoss),
+          `evaluate: ${onednnLoss} on onednn, ${cpuLoss} on the CPU backend`);
+        tf.dispose([x, y]);
+        fused.model.dispose();
+        cpu.model.dispose();
+      });
+
+    it('a training step fuses ReLU into BatchNorm, and predict sees the updated weights',
+      async () => {
+        // One Adam step changes every weight in place and both moving
+        // statistics: the folded weights kept from the first predict must go.
+        const step = async (m: tf.LayersModel, x: tf.Tensor) => {
+          (m.predict(x) as tf.Tensor).dispose();
+          m.compile({ optimizer: tf.train.adam(0.05), loss: 'categoricalCrossentropy' });
+          const y = labels();
+          const loss = (await m.trainOnBatch(x, y)) as number;
+          y.dispose();
+          return tf.scalar(loss);
+        };
+        // setWeights gives both models the same weights.
+        const fused = await onModel('onednn', step);
+        const cpu = await onModel('cpu', step);
+        assertClose('loss of the training step', fused.result, cpu.result);
+        assert.equal(count(fused.kernels, 'OnednnBatchNormReluTraining'), 1, fused.kernels.join(', '));
+        assert.equal(count(fused.kernels, 'OnednnBatchNormTraining'), 1, fused.kernels.join(', '));
+        const predict = (m: tf.LayersModel, x: tf.Tensor) => m.predict(x) as tf.Tensor;
+        await tf.setBackend('onednn');
+        const after = await onModel('onednn', async (_m, x) => predict(fused.model, x));
+        await tf.setBackend('cpu');
+        const expected = await onModel('cpu', predict, fused.model.getWeights());
+        assertClose('predict after the step', after.result, expected.result);
+        for (const o of [fused, cpu, after, expected]) o.model.dispose();
+      });
+
+    it('leaves alone a layer whose output a model returns, and gradients through predict',
+      async () => {
+        // A model of the first convolution alone shares its layer: its output
+        // must be the convolution's, not the BatchNorm's.
+        const head = (m: tf.LayersModel, x: tf.Tensor) =>
+          tf.model({ inputs: m.inputs, outputs: m.getLayer('c1').output as tf.SymbolicTensor })
+            .predict(x) as tf.Tensor;
+        const fused = await onModel('onednn', (m, x) => {
+          (m.predict(x) as tf.Tensor).dispose();
+          return head(m, x);
+        });
+        const cpu = await onModel('cpu', head, fused.model.getWeights());
+        assertClose('sub-model output', fused.result, cpu.result);
+        assert.equal(count(fused.kernels, 'OnednnConv2DBatchNorm'), 2, 'the full model still folds');
+        // No gradient of the folded kernel exists: under tf.grad, predict runs the layers as they are.
+        const saliency = (m: tf.LayersModel, x: tf.Tensor) =>
+          tf.grad((v: tf.Tensor) => tf.sum(m.predict(v) as tf.Tensor, 0).slice([0], [1]).sum())(x);
+        const g = await onModel('onednn', saliency, fused.model.getWeights());
+        const gc = await onModel('cpu', saliency, fused.model.getWeights());
+        assertClose('gradient through predict', g.result, gc.result);
+        assert.ok(g.result.data.some((v) => v !== 0), 'the gradient must not vanish for this check');
+        for (const o of [fused, cpu, g, gc]) o.model.dispose();
+      });
+  });
+
   describe('training', () => {
     /**
      * Trains `build()` for `steps` on one backend, from `weights` if given;

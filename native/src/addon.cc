@@ -366,14 +366,31 @@ std::unique_ptr<Buffer> SpareWeightBuffer(size_t bytes) {
 }
 
 // The weights `filter` (stamp `stamp`) in the layout of `io`, reordered on
-// first use.
-memory KeptWeightsFor(int64_t stamp, float* filter, const Io& io) {
-  if (!io.reorder) return memory(io.user, Engine(), filter);
+// first use. With `scale` (one factor per output channel, the last axis of
+// HWIO), the kept copy is of the weights times those factors: a BatchNorm
+// folded into the convolution for inference. The stamp then covers the
+// factors too (see `derivedStamp` in onednn.ts).
+memory KeptWeightsFor(int64_t stamp, float* filter, const Io& io, const float* scale = nullptr) {
+  if (!io.reorder && scale == nullptr) return memory(io.user, Engine(), filter);
   KeptWeights& kept = keptWeights[stamp];
   if (!kept.buffer || kept.desc != io.wanted) {
-    if (!kept.buffer) kept.buffer = SpareWeightBuffer(io.wanted.get_size());
-    memory out(io.wanted, Engine(), kept.buffer->Ensure(io.wanted.get_size()));
-    io.prim.execute(Stream(), {{DNNL_ARG_FROM, memory(io.user, Engine(), filter)}, {DNNL_ARG_TO, out}});
+    size_t bytes = io.wanted.get_size();
+    if (!kept.buffer) kept.buffer = SpareWeightBuffer(bytes);
+    void* to = kept.buffer->Ensure(bytes);
+    const float* from = filter;
+    if (scale != nullptr) {
+      // Scaled in TensorFlow's layout, then reordered (or kept as it is).
+      size_t n = io.user.get_size() / sizeof(float);
+      int64_t channels = io.user.data.dims[0];
+      float* scaled = static_cast<float*>(io.reorder ? weightsScratch.Ensure(n * sizeof(float)) : to);
+#pragma omp parallel for if (int64_t(n) >= kParallelMin)
+      for (int64_t i = 0; i < int64_t(n); ++i) scaled[i] = filter[i] * scale[i % channels];
+      from = scaled;
+    }
+    if (io.reorder) {
+      io.prim.execute(Stream(), {{DNNL_ARG_FROM, memory(io.user, Engine(), const_cast<float*>(from))},
+                                 {DNNL_ARG_TO, memory(io.wanted, Engine(), to)}});
+    }
     kept.desc = io.wanted;
   }
   return memory(io.wanted, Engine(), kept.buffer->data());
@@ -397,7 +414,8 @@ struct ConvForward {
 };
 Cache<ConvForward> convForwardCache;
 
-// conv2dForward(x, filter, bias | null, y, params, relu, weightStamp?)
+// conv2dForward(x, filter, bias | null, y, params, relu, weightStamp?, scale?)
+// `scale` (per output channel, with a positive stamp) multiplies the weights.
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   float* x = F32(info[0], "x");
@@ -408,7 +426,10 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   bool relu = info[5].ToBoolean();
   // A positive stamp: these weights stay as they are until forgetWeights(stamp).
   int64_t stamp = info.Length() > 6 && info[6].IsNumber() ? info[6].As<Napi::Number>().Int64Value() : 0;
+  const float* scale = info.Length() > 7 ? OptionalF32(info[7], "scale") : nullptr;
   ConvShape s(p);
+  Check(env, scale == nullptr || (stamp > 0 && Length(info[7]) == size_t(p[6])),
+        "conv2dForward: scale needs a weight stamp and one value per output channel");
   Check(env, Length(info[0]) == size_t(p[0] * p[1] * p[2] * p[3]), "conv2dForward: x size");
   Check(env, Length(info[1]) == size_t(p[4] * p[5] * p[3] * p[6]), "conv2dForward: filter size");
   Check(env, Length(info[3]) == size_t(p[0] * p[7] * p[8] * p[6]), "conv2dForward: y size");
@@ -430,7 +451,7 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   memory out = e.dst.Out(y);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, e.src.In(x)},
-      {DNNL_ARG_WEIGHTS, stamp > 0 ? KeptWeightsFor(stamp, filter, e.weights) : e.weights.In(filter)},
+      {DNNL_ARG_WEIGHTS, stamp > 0 ? KeptWeightsFor(stamp, filter, e.weights, scale) : e.weights.In(filter)},
       {DNNL_ARG_DST, out},
       {DNNL_ARG_SCRATCHPAD, Scratchpad(e.pd.scratchpad_desc())},
   };
@@ -749,7 +770,8 @@ void ReduceRows(int64_t rows, int64_t channels, std::vector<double>& outA,
   }
 }
 
-// batchNormTrain(x, gamma, beta, y, mean, variance, rows, channels, epsilon)
+// batchNormTrain(x, gamma, beta, y, mean, variance, rows, channels, epsilon, relu?):
+// with `relu`, y is the ReLU of the normalised values (the layer after fused in).
 Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   const float* x = F32(info[0], "x");
@@ -761,6 +783,7 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
   int64_t rows = info[6].As<Napi::Number>().Int64Value();
   int64_t channels = info[7].As<Napi::Number>().Int64Value();
   float epsilon = info[8].As<Napi::Number>().FloatValue();
+  bool relu = info.Length() > 9 && info[9].ToBoolean();
   Check(env, Length(info[0]) == size_t(rows * channels) && Length(info[3]) == Length(info[0]),
         "batchNormTrain: x or y size");
   Check(env, Length(info[1]) == size_t(channels) && Length(info[2]) == size_t(channels),
@@ -791,41 +814,42 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * channels;
     float* out = y + r * channels;
+    if (relu) {
 #pragma omp simd
-    for (int64_t c = 0; c < channels; ++c) out[c] = in[c] * sc[c] + sh[c];
+      for (int64_t c = 0; c < channels; ++c) out[c] = std::max(in[c] * sc[c] + sh[c], 0.f);
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) out[c] = in[c] * sc[c] + sh[c];
+    }
   }
   return env.Undefined();
 }
 
-// The gradient of the above with the statistics as functions of x:
-//   dβ = Σ dy, dγ = Σ dy·x̂, dx = γ/σ · (dy − dβ/R − x̂·dγ/R).
-// batchNormTrainGrad(dy, x, mean, variance, gamma, dx, dgamma, dbeta, rows, channels, epsilon)
-Napi::Value BatchNormTrainGrad(const Napi::CallbackInfo& info) {
-  auto env = info.Env();
-  const float* dy = F32(info[0], "dy");
-  const float* x = F32(info[1], "x");
-  const float* mean = F32(info[2], "mean");
-  const float* variance = F32(info[3], "variance");
-  const float* gamma = F32(info[4], "gamma");
-  float* dx = F32(info[5], "dx");
-  float* dgamma = F32(info[6], "dgamma");
-  float* dbeta = F32(info[7], "dbeta");
-  int64_t rows = info[8].As<Napi::Number>().Int64Value();
-  int64_t channels = info[9].As<Napi::Number>().Int64Value();
-  float epsilon = info[10].As<Napi::Number>().FloatValue();
-  size_t size = size_t(rows * channels);
-  Check(env, Length(info[0]) == size && Length(info[1]) == size && Length(info[5]) == size,
-        "batchNormTrainGrad: dy, x or dx size");
+// The two passes of batchNormTrainGrad; `Masked`: dy counts only where y > 0.
+template <bool Masked>
+void BatchNormGradPasses(const float* dy, const float* x, const float* y, const float* mean,
+                         const float* variance, const float* gamma, float* dx, float* dgamma,
+                         float* dbeta, int64_t rows, int64_t channels, float epsilon) {
   std::vector<double> sumDy, sumDyXc;
   std::vector<float> m(mean, mean + channels);
   const float* mp = m.data();
   ReduceRows(rows, channels, sumDy, sumDyXc, [&](int64_t r, double* s, double* q) {
     const float* g = dy + r * channels;
     const float* in = x + r * channels;
+    if constexpr (Masked) {
+      const float* mask = y + r * channels;
 #pragma omp simd
-    for (int64_t c = 0; c < channels; ++c) {
-      s[c] += g[c];
-      q[c] += double(g[c]) * (double(in[c]) - double(mp[c]));
+      for (int64_t c = 0; c < channels; ++c) {
+        float gc = mask[c] > 0.f ? g[c] : 0.f;
+        s[c] += gc;
+        q[c] += double(gc) * (double(in[c]) - double(mp[c]));
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) {
+        s[c] += g[c];
+        q[c] += double(g[c]) * (double(in[c]) - double(mp[c]));
+      }
     }
   });
   // dx = a·dy + b·x + d per channel, with x̂ = (x − μ)/σ expanded.
@@ -850,8 +874,49 @@ Napi::Value BatchNormTrainGrad(const Napi::CallbackInfo& info) {
     const float* g = dy + r * channels;
     const float* in = x + r * channels;
     float* out = dx + r * channels;
+    if constexpr (Masked) {
+      const float* mask = y + r * channels;
 #pragma omp simd
-    for (int64_t c = 0; c < channels; ++c) out[c] = pa[c] * g[c] + pb[c] * in[c] + pd[c];
+      for (int64_t c = 0; c < channels; ++c) {
+        out[c] = pa[c] * (mask[c] > 0.f ? g[c] : 0.f) + pb[c] * in[c] + pd[c];
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) out[c] = pa[c] * g[c] + pb[c] * in[c] + pd[c];
+    }
+  }
+}
+
+// The gradient of the above with the statistics as functions of x:
+//   dβ = Σ dy, dγ = Σ dy·x̂, dx = γ/σ · (dy − dβ/R − x̂·dγ/R).
+// With the ReLU fused in, `y` (the forward output) masks dy: the gradient
+// flows where y > 0, as ReLU's own gradient (step(x)·dy) would pass it.
+// batchNormTrainGrad(dy, x, mean, variance, gamma, dx, dgamma, dbeta, rows, channels, epsilon,
+//                    y | null)
+Napi::Value BatchNormTrainGrad(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const float* dy = F32(info[0], "dy");
+  const float* x = F32(info[1], "x");
+  const float* mean = F32(info[2], "mean");
+  const float* variance = F32(info[3], "variance");
+  const float* gamma = F32(info[4], "gamma");
+  float* dx = F32(info[5], "dx");
+  float* dgamma = F32(info[6], "dgamma");
+  float* dbeta = F32(info[7], "dbeta");
+  int64_t rows = info[8].As<Napi::Number>().Int64Value();
+  int64_t channels = info[9].As<Napi::Number>().Int64Value();
+  float epsilon = info[10].As<Napi::Number>().FloatValue();
+  const float* y = info.Length() > 11 ? OptionalF32(info[11], "y") : nullptr;
+  size_t size = size_t(rows * channels);
+  Check(env, Length(info[0]) == size && Length(info[1]) == size && Length(info[5]) == size,
+        "batchNormTrainGrad: dy, x or dx size");
+  Check(env, y == nullptr || Length(info[11]) == size, "batchNormTrainGrad: y size");
+  if (y != nullptr) {
+    BatchNormGradPasses<true>(dy, x, y, mean, variance, gamma, dx, dgamma, dbeta, rows, channels,
+                              epsilon);
+  } else {
+    BatchNormGradPasses<false>(dy, x, y, mean, variance, gamma, dx, dgamma, dbeta, rows, channels,
+                               epsilon);
   }
   return env.Undefined();
 }

@@ -32,6 +32,8 @@ export interface OnednnAddon {
     params: number[],
     relu: boolean,
     weightStamp?: number,
+    /** Per output channel, with a stamp: the kept weights are the filter times these. */
+    scale?: Float32Array,
   ): void;
   /** The weights stamped `stamp` may change or are gone (see PoolingBackend.weightStamp). */
   forgetWeights(stamp: number): void;
@@ -70,6 +72,7 @@ export interface OnednnAddon {
     rows: number,
     channels: number,
     epsilon: number,
+    relu?: boolean,
   ): void;
   batchNormTrainGrad(
     dy: Float32Array,
@@ -83,6 +86,8 @@ export interface OnednnAddon {
     rows: number,
     channels: number,
     epsilon: number,
+    /** The forward output when a ReLU was fused in: dy counts where it is positive. */
+    y?: Float32Array | null,
   ): void;
   batchNormInfer(
     x: Float32Array,
@@ -126,8 +131,21 @@ export const ONEDNN_BACKEND = 'onednn';
 
 /** Training-mode BatchNorm over the last axis: inputs x, gamma, beta; outputs y, mean, variance. */
 export const BATCH_NORM_TRAINING = 'OnednnBatchNormTraining';
-/** Its gradient: inputs dy, x, mean, variance, gamma; outputs dx, dgamma, dbeta. */
+/** The same followed by ReLU: y is max(0, BatchNorm(x)). */
+export const BATCH_NORM_RELU_TRAINING = 'OnednnBatchNormReluTraining';
+/**
+ * The gradient of both: inputs dy, x, mean, variance, gamma, and y for the
+ * ReLU variant; outputs dx, dgamma, dbeta.
+ */
 export const BATCH_NORM_TRAINING_GRAD = 'OnednnBatchNormTrainingGrad';
+/**
+ * Inference: a convolution (inputs x, filter, optional bias) with the
+ * BatchNorm after it folded in (inputs mean, variance, gamma, beta; attr
+ * epsilon) and optionally a ReLU (attr relu). The filter scaled per output
+ * channel is kept reordered under a stamp of the filter, gamma and variance.
+ * No gradient: the hooks use it only while no gradient is being recorded.
+ */
+export const CONV2D_BATCH_NORM = 'OnednnConv2DBatchNorm';
 /** ReLU's gradient in one pass: inputs dy, x; output dy where x > 0, else 0. */
 export const RELU_GRAD = 'OnednnReluGrad';
 /**
@@ -157,6 +175,8 @@ export interface PoolingBackend extends MathBackendCPU {
    * addon keeps convolution weights reordered under it.
    */
   weightStamp(dataId: object): number;
+  /** A stamp valid while the stamps of all of `dataIds` are (weights derived from them). */
+  derivedStamp(dataIds: object[]): number;
 }
 type Backend = PoolingBackend;
 
@@ -306,6 +326,41 @@ function convForward(addon: OnednnAddon, keepWeights: boolean) {
   };
 }
 
+function conv2dBatchNorm(addon: OnednnAddon): KernelConfig {
+  return {
+    kernelName: CONV2D_BATCH_NORM,
+    backendName: ONEDNN_BACKEND,
+    kernelFunc: ({ inputs, backend, attrs = {} }) => {
+      const cpu = backend as Backend;
+      const { x, filter, bias, mean, variance, gamma, beta } = inputs as Inputs;
+      const [xs, fs, ms, vs, gs, bes] = [x, filter, mean, variance, gamma, beta].map((t) => f32(cpu, t));
+      const bs = bias === undefined ? null : f32(cpu, bias);
+      const channels = filter.shape[3];
+      const perChannel = [ms, vs, gs, bes, ...(bs ? [bs] : [])].every((v) => v?.length === channels);
+      const info = xs && fs && bs !== undefined && perChannel ? convInfo(x.shape, filter.shape, attrs) : undefined;
+      const params = info && convParams(info);
+      if (!info || !params) {
+        throw new Error(
+          `${CONV2D_BATCH_NORM}: needs float32 NHWC x, an HWIO filter and per-channel BatchNorm values`,
+        );
+      }
+      // As the BatchNorm layer in inference: (z − mean)·γ/√(var + ε) + β, for
+      // z the convolution plus its bias; the factor goes into the weights.
+      const epsilon = attrs.epsilon as number;
+      const scale = new Float32Array(channels);
+      const shift = new Float32Array(channels);
+      for (let c = 0; c < channels; c++) {
+        scale[c] = gs![c] * Math.fround(1 / Math.fround(Math.sqrt(Math.fround(vs![c] + epsilon))));
+        shift[c] = bes![c] + ((bs ? bs[c] : 0) - ms![c]) * scale[c];
+      }
+      const [out, ys] = output(cpu, info.outShape);
+      const stamp = cpu.derivedStamp([filter.dataId, gamma.dataId, variance.dataId]);
+      addon.conv2dForward(xs!, fs!, shift, ys, params, Boolean(attrs.relu), stamp, scale);
+      return out;
+    },
+  };
+}
+
 function conv2dBackpropInput(addon: OnednnAddon): KernelConfig {
   return withFallback('Conv2DBackpropInput', (inputs, backend, attrs) => {
     const { dy, filter } = inputs;
@@ -448,9 +503,10 @@ function fusedBatchNorm(addon: OnednnAddon): KernelConfig {
   });
 }
 
-function batchNormTraining(addon: OnednnAddon): KernelConfig {
+function batchNormTraining(addon: OnednnAddon, relu: boolean): KernelConfig {
+  const kernelName = relu ? BATCH_NORM_RELU_TRAINING : BATCH_NORM_TRAINING;
   return {
-    kernelName: BATCH_NORM_TRAINING,
+    kernelName,
     backendName: ONEDNN_BACKEND,
     kernelFunc: ({ inputs, backend, attrs }) => {
       const cpu = backend as Backend;
@@ -458,13 +514,13 @@ function batchNormTraining(addon: OnednnAddon): KernelConfig {
       const [xs, gs, bs] = [f32(cpu, x), f32(cpu, gamma), f32(cpu, beta)];
       const channels = x.shape[x.shape.length - 1];
       if (!xs || !gs || !bs || gs.length !== channels || bs.length !== channels) {
-        throw new Error(`${BATCH_NORM_TRAINING}: needs float32 x and per-channel gamma and beta`);
+        throw new Error(`${kernelName}: needs float32 x and per-channel gamma and beta`);
       }
       const epsilon = attrs?.epsilon as number;
       const [y, ys] = output(cpu, x.shape);
       const [mean, ms] = output(cpu, [channels]);
       const [variance, vs] = output(cpu, [channels]);
-      addon.batchNormTrain(xs, gs, bs, ys, ms, vs, xs.length / channels, channels, epsilon);
+      addon.batchNormTrain(xs, gs, bs, ys, ms, vs, xs.length / channels, channels, epsilon, relu);
       return [y, mean, variance];
     },
   };
@@ -501,10 +557,11 @@ function batchNormTrainingGrad(addon: OnednnAddon): KernelConfig {
     backendName: ONEDNN_BACKEND,
     kernelFunc: ({ inputs, backend, attrs }) => {
       const cpu = backend as Backend;
-      const { dy, x, mean, variance, gamma } = inputs as Inputs;
+      const { dy, x, mean, variance, gamma, y } = inputs as Inputs;
       const arrays = [dy, x, mean, variance, gamma].map((t) => f32(cpu, t));
       const [dys, xs, ms, vs, gs] = arrays;
-      if (!dys || !xs || !ms || !vs || !gs) {
+      const mask = y === undefined ? null : f32(cpu, y);
+      if (!dys || !xs || !ms || !vs || !gs || mask === undefined) {
         throw new Error(`${BATCH_NORM_TRAINING_GRAD}: needs float32 inputs`);
       }
       const channels = gs.length;
@@ -512,7 +569,7 @@ function batchNormTrainingGrad(addon: OnednnAddon): KernelConfig {
       const [dgamma, dgs] = output(cpu, [channels]);
       const [dbeta, dbs] = output(cpu, [channels]);
       addon.batchNormTrainGrad(dys, xs, ms, vs, gs, dxs, dgs, dbs, xs.length / channels, channels,
-        attrs?.epsilon as number);
+        attrs?.epsilon as number, mask);
       return [dx, dgamma, dbeta];
     },
   };
@@ -639,8 +696,10 @@ export function nativeKernelConfigs(addon: OnednnAddon): KernelConfig[] {
     matMul(addon, 'BatchMatMul'),
     matMul(addon, '_FusedMatMul'),
     fusedBatchNorm(addon),
-    batchNormTraining(addon),
+    batchNormTraining(addon, false),
+    batchNormTraining(addon, true),
     batchNormTrainingGrad(addon),
+    conv2dBatchNorm(addon),
     movingAverages(),
     relu(addon),
     reluGrad(addon),

@@ -43,8 +43,10 @@ import * as path from 'node:path';
 import { BackendError } from '../errors.js';
 import { findProjectRoot } from '../paths.js';
 import {
+  BATCH_NORM_RELU_TRAINING,
   BATCH_NORM_TRAINING,
   BATCH_NORM_TRAINING_GRAD,
+  CONV2D_BATCH_NORM,
   CONV2D_BIAS,
   MOVING_AVERAGES,
   nativeKernelConfigs,
@@ -230,6 +232,10 @@ export class OnednnBackend extends MathBackendCPU {
   /** Stamps of data whose values the addon may keep reordered (weights). */
   private readonly stamps = new WeakMap<DataId, number>();
   private nextStamp = 1;
+  /** Derived stamps by the stamps they derive from, and the reverse. */
+  private readonly derived = new Map<string, number>();
+  private readonly derivedKey = new Map<number, string>();
+  private readonly dependents = new Map<number, number[]>();
   private readonly idle = new Map<number, ArrayBuffer[]>();
   /** Pooled buffers, with how many data entries use each. */
   private readonly users = new Map<ArrayBuffer, number>();
@@ -269,12 +275,43 @@ export class OnednnBackend extends MathBackendCPU {
     return stamp;
   }
 
+  /**
+   * A stamp for values computed from those of all of `dataIds` (a filter with
+   * a BatchNorm folded in): the same at every call until any of them changes.
+   */
+  derivedStamp(dataIds: DataId[]): number {
+    const parts = dataIds.map((id) => this.weightStamp(id));
+    const key = parts.join(',');
+    let stamp = this.derived.get(key);
+    if (stamp === undefined) {
+      stamp = this.nextStamp++;
+      this.derived.set(key, stamp);
+      this.derivedKey.set(stamp, key);
+      for (const part of parts) {
+        const list = this.dependents.get(part);
+        if (list === undefined) this.dependents.set(part, [stamp]);
+        else list.push(stamp);
+      }
+    }
+    return stamp;
+  }
+
   /** Says that the values of `dataId` changed in place (or are going): its stamp ends. */
   valuesChanged(dataId: DataId): void {
     const stamp = this.stamps.get(dataId);
     if (stamp === undefined) return;
     this.stamps.delete(dataId);
-    loadOnednnAddon().forgetWeights(stamp);
+    const native = loadOnednnAddon();
+    native.forgetWeights(stamp);
+    // And so do the stamps derived from it.
+    for (const derived of this.dependents.get(stamp) ?? []) {
+      const key = this.derivedKey.get(derived);
+      if (key === undefined) continue; // already ended through another part
+      this.derived.delete(key);
+      this.derivedKey.delete(derived);
+      native.forgetWeights(derived);
+    }
+    this.dependents.delete(stamp);
   }
 
   /** The pool's size. */
@@ -376,6 +413,8 @@ export function registerOnednnBackend(): void {
   registerGradients();
   hookBatchNormalization();
   hookConv2D();
+  hookActivation();
+  hookModelSteps();
   hookAdam(native);
   registered = true;
 }
@@ -476,21 +515,31 @@ function registerGradients(): void {
     },
   });
 
+  registerBatchNormGradient(BATCH_NORM_TRAINING, false);
+  registerBatchNormGradient(BATCH_NORM_RELU_TRAINING, true);
+}
+
+/**
+ * The gradient of the fused training BatchNorm, with the ReLU fused in or
+ * not: the ReLU variant also saves its output, whose sign masks dy.
+ */
+function registerBatchNormGradient(kernelName: string, relu: boolean): void {
   tf.registerGradient({
-    kernelName: BATCH_NORM_TRAINING,
+    kernelName,
     inputsToSave: ['x', 'gamma'],
-    outputsToSave: [false, true, true],
+    outputsToSave: [relu, true, true],
     gradFunc: (dys, saved, attrs) => {
       const dy = (Array.isArray(dys) ? dys[0] : dys) as Tensor;
-      const [x, gamma, mean, variance] = saved;
+      const [x, gamma, ...outputs] = saved;
+      const [y, mean, variance]: Array<Tensor | undefined> = relu ? outputs : [undefined, ...outputs];
       // All three gradients come from one kernel run, made here and not in
       // the thunks: the engine runs each thunk in its own tidy, which would
       // dispose the other two.
-      const [dx, dgamma, dbeta] = runKernel(
-        BATCH_NORM_TRAINING_GRAD,
-        { dy, x, mean, variance, gamma },
-        { epsilon: (attrs as { epsilon: number }).epsilon },
-      ) as Tensor[];
+      const inputs: NamedTensorMap = { dy, x, mean: mean!, variance: variance!, gamma };
+      if (y !== undefined) inputs.y = y;
+      const [dx, dgamma, dbeta] = runKernel(BATCH_NORM_TRAINING_GRAD, inputs, {
+        epsilon: (attrs as { epsilon: number }).epsilon,
+      }) as Tensor[];
       return { x: () => dx, gamma: () => dgamma, beta: () => dbeta };
     },
   });
@@ -539,6 +588,151 @@ function trainingInput(
   return ok ? x : undefined;
 }
 
+// --- Fusing a layer into the one before it ------------------------------------
+
+/*
+ * tf.layers runs a model layer by layer, each a pass over memory; some pairs
+ * are cheaper as one pass. While a model's own training step, evaluation or
+ * prediction runs (the functions below that execute `model.outputs`), a
+ * layer whose one output goes only to a BatchNormalization may compute that
+ * layer's work too, and a BatchNormalization that feeds only a ReLU
+ * activation may apply it. The data it returns is marked with the layers it
+ * has done the work of, and those layers pass it on unchanged. The pairs are
+ * found in the model's graph once per model: a layer used once, whose output
+ * is not one of the model's outputs and is read by exactly one layer, of
+ * that model. Anything else runs as it is.
+ */
+
+/** A tf.layers layer or node, as far as the planning reads them. */
+interface LayerLike {
+  getClassName(): string;
+  inboundNodes: Array<{ inboundLayers: LayerLike[] }>;
+  outboundNodes: Array<{ outboundLayer: LayerLike }>;
+  output: unknown;
+  activation?: { getClassName(): string } | null;
+}
+interface ModelLike {
+  layers: LayerLike[];
+  outputs: unknown[];
+}
+
+/** For a layer of the running model: the layers after it whose work it may do. */
+interface Fusion {
+  batchNorm?: LayerLike;
+  relu?: LayerLike;
+}
+type Plan = Map<LayerLike, Fusion>;
+
+const plans = new WeakMap<ModelLike, Plan>();
+/** The plan of the model whose step is running, if any. */
+let activePlan: Plan | undefined;
+/** Data that already holds the work of these layers. */
+const doneFor = new WeakMap<DataId, Set<LayerLike>>();
+
+/** The one layer of `model` that reads `layer`'s output, when that is all that reads it. */
+function soleReader(model: ModelLike, layer: LayerLike): LayerLike | undefined {
+  if (layer.inboundNodes.length !== 1 || layer.outboundNodes.length !== 1) return undefined;
+  if (model.outputs.includes(layer.output)) return undefined;
+  const next = layer.outboundNodes[0].outboundLayer;
+  const ok =
+    model.layers.includes(next) &&
+    next.inboundNodes.length === 1 &&
+    next.inboundNodes[0].inboundLayers.length === 1;
+  return ok ? next : undefined;
+}
+
+function isReluActivation(layer: LayerLike | undefined): boolean {
+  return layer?.getClassName() === 'Activation' && layer.activation?.getClassName() === 'relu';
+}
+
+function planFor(model: ModelLike): Plan {
+  let plan = plans.get(model);
+  if (plan !== undefined) return plan;
+  plan = new Map();
+  for (const layer of model.layers) {
+    const kind = layer.getClassName();
+    if (kind !== 'Conv2D' && kind !== 'BatchNormalization') continue;
+    const next = soleReader(model, layer);
+    if (kind === 'BatchNormalization') {
+      if (isReluActivation(next)) plan.set(layer, { relu: next });
+    } else if (next?.getClassName() === 'BatchNormalization') {
+      const after = soleReader(model, next);
+      plan.set(layer, { batchNorm: next, relu: isReluActivation(after) ? after : undefined });
+    }
+  }
+  plans.set(model, plan);
+  return plan;
+}
+
+/** Runs `fn` with the plan of `model` in force. */
+function withPlan<T>(model: ModelLike, fn: () => T): T {
+  const outer = activePlan;
+  activePlan = onOnednn() ? planFor(model) : undefined;
+  try {
+    return fn();
+  } finally {
+    activePlan = outer;
+  }
+}
+
+/** The fusion planned for `layer` in the running model's step, if any. */
+function plannedFor(layer: unknown): Fusion | undefined {
+  return onOnednn() ? activePlan?.get(layer as LayerLike) : undefined;
+}
+
+/** Marks `y` as holding the work of `layers` too. */
+function markDone(y: Tensor, layers: Array<LayerLike | undefined>): Tensor {
+  doneFor.set(y.dataId, new Set(layers.filter((l): l is LayerLike => l !== undefined)));
+  return y;
+}
+
+/** The input, when it already holds `layer`'s work; else undefined. */
+function alreadyDone(layer: unknown, inputs: Tensor | Tensor[]): Tensor | undefined {
+  const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+  return x !== undefined && doneFor.get(x.dataId)?.has(layer as LayerLike) ? x : undefined;
+}
+
+/**
+ * Makes tf.layers' LayersModel run its training step, evaluation and
+ * prediction with the model's plan in force (see above).
+ */
+function hookModelSteps(): void {
+  type Step = (data: Tensor[]) => unknown;
+  const proto = tf.LayersModel.prototype as unknown as Record<string, unknown> & {
+    makeTrainFunction(this: ModelLike): Step;
+    makeTestFunction(this: ModelLike & { testFunction: Step }): void;
+    predictLoop(this: ModelLike, ...args: unknown[]): unknown;
+  };
+  if ((proto.predictLoop as unknown as Record<symbol, unknown>)[HOOKED]) return;
+  const makeTrain = proto.makeTrainFunction;
+  const makeTest = proto.makeTestFunction;
+  const predictLoop = proto.predictLoop;
+  if (typeof makeTrain !== 'function' || typeof makeTest !== 'function' || typeof predictLoop !== 'function') {
+    throw new BackendError('tf.layers\' LayersModel no longer has the step functions the onednn hooks wrap');
+  }
+  proto.makeTrainFunction = function () {
+    const step = makeTrain.call(this);
+    return (data) => withPlan(this, () => step(data));
+  };
+  proto.makeTestFunction = function () {
+    makeTest.call(this);
+    const step = this.testFunction;
+    this.testFunction = (data) => withPlan(this, () => step(data));
+  };
+  const hooked = function (this: ModelLike, ...args: unknown[]) {
+    return withPlan(this, () => predictLoop.apply(this, args));
+  };
+  (hooked as unknown as Record<symbol, unknown>)[HOOKED] = true;
+  proto.predictLoop = hooked;
+}
+
+/** A layer that passes on data already holding its work (see above). */
+function hookActivation(): void {
+  hookLayerCall<LayerLike>('Activation', (original) => function (inputs, kwargs) {
+    return alreadyDone(this, inputs) ?? original.call(this, inputs, kwargs);
+  });
+}
+
 // --- Conv2D -------------------------------------------------------------------
 
 /** The parts of tfjs-layers' Conv2D used here. */
@@ -550,24 +744,24 @@ interface Conv2DLike {
   dilationRate: number | number[];
   kernel: LayerVariableLike;
   bias: LayerVariableLike | null;
-  activation: { apply(x: Tensor): Tensor } | null;
+  activation: { apply(x: Tensor): Tensor; getClassName(): string } | null;
 }
 
 /**
- * Routes tf.layers' Conv2D in training mode through CONV2D_BIAS when
- * `onednn` is active, for a rank-4 float32 channels-last input without
- * dilation; every other case runs the layer's own `call`.
+ * Routes tf.layers' Conv2D, when `onednn` is active, for a rank-4 float32
+ * channels-last input without dilation: in training mode through
+ * CONV2D_BIAS; in inference, where the model's plan allows, through
+ * CONV2D_BATCH_NORM with the BatchNorm (and ReLU) after it. Every other case
+ * runs the layer's own `call`.
  */
 function hookConv2D(): void {
   hookLayerCall<Conv2DLike>('Conv2D', (original) => function (inputs, kwargs) {
+    const plain = this.rank === 2 && this.dataFormat === 'channelsLast' &&
+      [this.dilationRate].flat().every((d) => d === 1);
+    const folded = plain ? foldedConv(this, inputs, kwargs) : undefined;
+    if (folded !== undefined) return folded;
     const x = trainingInput(inputs, kwargs);
-    const dilations = [this.dilationRate].flat();
-    const ours =
-      x !== undefined &&
-      this.rank === 2 &&
-      this.dataFormat === 'channelsLast' &&
-      dilations.every((d) => d === 1);
-    if (!ours) return original.call(this, inputs, kwargs);
+    if (x === undefined || !plain) return original.call(this, inputs, kwargs);
     return tf.tidy(() => {
       const weights: NamedTensorMap = { x, filter: this.kernel.read() };
       if (this.bias != null) weights.bias = this.bias.read();
@@ -581,6 +775,52 @@ function hookConv2D(): void {
       return this.activation != null ? this.activation.apply(y) : y;
     });
   });
+}
+
+/**
+ * Inference through a Conv2D whose output only a BatchNormalization reads
+ * (see "Fusing"): that layer's normalisation with its moving statistics,
+ * and the ReLU after it if planned, done in the convolution; undefined when
+ * this call is not such a case.
+ */
+function foldedConv(
+  layer: Conv2DLike,
+  inputs: Tensor | Tensor[],
+  kwargs: tf.serialization.ConfigDict,
+): Tensor | undefined {
+  const fusion = plannedFor(layer);
+  const bn = fusion?.batchNorm as unknown as BatchNormalizationLike | undefined;
+  const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+  const ok =
+    bn !== undefined &&
+    !kwargs?.training &&
+    // No gradient of the folded kernel exists; tf.grad through predict gets the layers as they are.
+    !(tf.engine() as unknown as { isTapeOn(): boolean }).isTapeOn() &&
+    x?.rank === 4 &&
+    x.dtype === 'float32' &&
+    (layer.activation == null || layer.activation.getClassName() === 'linear') &&
+    (bn.axis === -1 || bn.axis === 3) &&
+    bn.gamma != null &&
+    bn.beta != null;
+  if (!ok) return undefined;
+  const weights: NamedTensorMap = {
+    x: x!,
+    filter: layer.kernel.read(),
+    mean: bn.movingMean.read(),
+    variance: bn.movingVariance.read(),
+    gamma: bn.gamma!.read(),
+    beta: bn.beta!.read(),
+  };
+  if (layer.bias != null) weights.bias = layer.bias.read();
+  const y = runKernel(CONV2D_BATCH_NORM, weights, {
+    strides: layer.strides,
+    pad: layer.padding,
+    dataFormat: 'NHWC',
+    dilations: [1, 1],
+    epsilon: bn.epsilon,
+    relu: fusion!.relu !== undefined,
+  }) as Tensor;
+  return markDone(y, [fusion!.batchNorm, fusion!.relu]);
 }
 
 // --- BatchNormalization -------------------------------------------------------
@@ -608,6 +848,8 @@ interface BatchNormalizationLike {
  */
 function hookBatchNormalization(): void {
   hookLayerCall<BatchNormalizationLike>('BatchNormalization', (original) => function (inputs, kwargs) {
+    const done = alreadyDone(this, inputs);
+    if (done !== undefined) return done;
     const x = trainingInput(inputs, kwargs);
     const fused =
       x !== undefined &&
@@ -615,9 +857,10 @@ function hookBatchNormalization(): void {
       this.gamma != null &&
       this.beta != null;
     if (!fused) return original.call(this, inputs, kwargs);
-    return tf.tidy(() => {
+    const relu = plannedFor(this)?.relu;
+    const y = tf.tidy(() => {
       const [y, mean, variance] = runKernel(
-        BATCH_NORM_TRAINING,
+        relu !== undefined ? BATCH_NORM_RELU_TRAINING : BATCH_NORM_TRAINING,
         { x, gamma: this.gamma!.read(), beta: this.beta!.read() },
         { epsilon: this.epsilon },
       ) as Tensor[];
@@ -630,6 +873,7 @@ function hookBatchNormalization(): void {
       this.movingVariance.write(movingVariance);
       return y;
     });
+    return relu !== undefined ? markDone(y, [relu]) : y;
   });
 }
 
