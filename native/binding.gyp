@@ -1,8 +1,9 @@
 # Builds the oneDNN backend's addon: `npm run build:native` (node-gyp, offline:
 # npm's nodedir points at the installed Node headers). Needs libdnnl-dev.
-# -fno-trapping-math lets GCC vectorise loops with a select on a comparison
-# (the masked BatchNorm gradient ran 6x slower without it); nothing here reads
-# floating-point exception flags.
+# -fno-trapping-math and -fno-math-errno let GCC vectorise loops with a select
+# on a comparison or a square root (the masked BatchNorm gradient and Adam
+# ran as scalar code without them); nothing here reads floating-point
+# exception flags or errno, and IEEE square roots are exact either way.
 {
   "targets": [
     {
@@ -12,7 +13,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fno-trapping-math", "-fopenmp", "-mavx2", "-mfma", "-fexceptions"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", "-mavx2", "-mfma", "-fexceptions"],
       "libraries": ["-ldnnl", "-fopenmp"]
     }
   ]
