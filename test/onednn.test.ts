@@ -456,7 +456,9 @@ describe('onednn backend', { skip }, () => {
     });
   });
 
-  describe('fusing a layer into the one before it', () => {
+  // 6×5 runs oneDNN's convolutions; 2×2 (at most four output positions)
+  // the per-tap matrix products, which apply a folded BatchNorm after the sum.
+  for (const [h, w] of [[6, 5], [2, 2]]) describe(`fusing a layer into the one before it, ${h}×${w}`, () => {
     /**
      * conv 3×3 → BatchNorm → ReLU → conv 1×1 → BatchNorm → add (the ReLU's
      * output) → ReLU → dense: the first pair folds with its ReLU, the second
@@ -465,7 +467,7 @@ describe('onednn backend', { skip }, () => {
      */
     function build(): tf.LayersModel {
       const init = (seed: number) => tf.initializers.glorotUniform({ seed });
-      const input = tf.input({ shape: [6, 5, 4] });
+      const input = tf.input({ shape: [h, w, 4] });
       const c1 = tf.layers.conv2d({ filters: 8, kernelSize: 3, padding: 'same', kernelInitializer: init(1), name: 'c1' });
       let x = c1.apply(input) as tf.SymbolicTensor;
       x = tf.layers.batchNormalization({ axis: 3, name: 'b1' }).apply(x) as tf.SymbolicTensor;
@@ -493,7 +495,7 @@ describe('onednn backend', { skip }, () => {
       if (!from) tf.dispose(weights);
     }
 
-    const xShape = [3, 6, 5, 4];
+    const xShape = [3, h, w, 4];
     const input = () => tf.tensor(values(sizeOf(xShape), 30), xShape);
     const labels = () => tf.oneHot(tf.tensor1d([0, 1, 2], 'int32'), 3);
 

@@ -462,6 +462,140 @@ void Sgemm(const Napi::Env& env, char ta, char tb, int64_t m, int64_t n, int64_t
   Check(env, st == dnnl::status::success, "dnnl_sgemm failed");
 }
 
+// Convolutions with at most four output positions (ResNet50's last stage
+// at 64×64 inputs works on 2×2 maps) as one matrix product per filter tap.
+// oneDNN's kernels there compute the padding too (a 3×3 'same' layer over
+// 2×2 does 2.25 times the useful work) and reorder the weights of 2.4 M
+// values at every call; that stage took about 65 of a 500 ms training step.
+// For tap t = (di, dj), the pairs (input position, output position) it links
+// are gathered into contiguous rows, multiplied by that tap's C×O block of
+// the HWIO weights as it is, and added into place. Every buffer is this
+// code's own and contiguous.
+constexpr int64_t kMaxTapOutputs = 4;
+
+bool IsTiny(const std::vector<int64_t>& p) {
+  return !settings.bf16 && p[7] * p[8] <= kMaxTapOutputs && p[7] * p[8] > 0;
+}
+
+// For each tap, in HWIO order, its (input position, output position) pairs
+// within one image.
+std::vector<std::vector<std::pair<int64_t, int64_t>>> TapPairs(const std::vector<int64_t>& p) {
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> taps(size_t(p[4] * p[5]));
+  for (int64_t di = 0; di < p[4]; ++di) {
+    for (int64_t dj = 0; dj < p[5]; ++dj) {
+      auto& pairs = taps[size_t(di * p[5] + dj)];
+      for (int64_t oi = 0; oi < p[7]; ++oi) {
+        for (int64_t oj = 0; oj < p[8]; ++oj) {
+          int64_t i = oi * p[9] + di * p[15] - p[11];
+          int64_t j = oj * p[10] + dj * p[16] - p[12];
+          if (i >= 0 && i < p[1] && j >= 0 && j < p[2]) pairs.emplace_back(i * p[2] + j, oi * p[8] + oj);
+        }
+      }
+    }
+  }
+  return taps;
+}
+
+Buffer tapRows[3];
+
+// rows[(n·P + k)·width + c] = from[(n·positions + at(k))·width + c] for the P pairs.
+template <typename At>
+float* GatherRows(Buffer& buffer, const float* from, int64_t n, int64_t positions, int64_t width,
+                  int64_t count, At at) {
+  float* rows = static_cast<float*>(buffer.Ensure(size_t(n * count * width) * sizeof(float)));
+#pragma omp parallel for if (n * count * width >= kParallelMin)
+  for (int64_t r = 0; r < n * count; ++r) {
+    int64_t b = r / count, k = r % count;
+    std::memcpy(rows + r * width, from + (b * positions + at(k)) * width, size_t(width) * sizeof(float));
+  }
+  return rows;
+}
+
+// to[(n·positions + at(k))·width + c] += rows[(n·P + k)·width + c].
+template <typename At>
+void ScatterAddRows(float* to, const float* rows, int64_t n, int64_t positions, int64_t width,
+                    int64_t count, At at) {
+  // Rows of one image may meet at one position: split by image only.
+#pragma omp parallel for if (n * count * width >= kParallelMin)
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t k = 0; k < count; ++k) {
+      float* out = to + (b * positions + at(k)) * width;
+      const float* in = rows + (b * count + k) * width;
+#pragma omp simd
+      for (int64_t c = 0; c < width; ++c) out[c] += in[c];
+    }
+  }
+}
+
+// y = epilogue(Σ_t gather_t(x)·w_t): per output channel times `scale` (if
+// any), plus `shift` (if any), then ReLU if asked.
+void TinyConvForward(const Napi::Env& env, const std::vector<int64_t>& p, const float* x,
+                     const float* w, const float* scale, const float* shift, float* y, bool relu) {
+  int64_t n = p[0], inPos = p[1] * p[2], outPos = p[7] * p[8], c = p[3], o = p[6];
+  std::fill(y, y + n * outPos * o, 0.f);
+  if (n == 0) return;
+  auto taps = TapPairs(p);
+  for (size_t t = 0; t < taps.size(); ++t) {
+    const auto& pairs = taps[t];
+    int64_t count = int64_t(pairs.size());
+    if (count == 0) continue;
+    float* a = GatherRows(tapRows[0], x, n, inPos, c, count, [&](int64_t k) { return pairs[k].first; });
+    float* prod = static_cast<float*>(tapRows[1].Ensure(size_t(n * count * o) * sizeof(float)));
+    Sgemm(env, 'N', 'N', n * count, o, c, a, c, w + int64_t(t) * c * o, o, prod, o);
+    ScatterAddRows(y, prod, n, outPos, o, count, [&](int64_t k) { return pairs[k].second; });
+  }
+  if (scale == nullptr && shift == nullptr && !relu) return;
+  int64_t rows = n * outPos;
+#pragma omp parallel for if (rows * o >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = y + r * o;
+#pragma omp simd
+    for (int64_t k = 0; k < o; ++k) {
+      float v = row[k];
+      if (scale != nullptr) v *= scale[k];
+      if (shift != nullptr) v += shift[k];
+      row[k] = relu && v < 0.f ? 0.f : v;
+    }
+  }
+}
+
+// dx = Σ_t scatter_t(gather_t(dy)·w_tᵀ)
+void TinyConvBackwardData(const Napi::Env& env, const std::vector<int64_t>& p, const float* dy,
+                          const float* w, float* dx) {
+  int64_t n = p[0], inPos = p[1] * p[2], outPos = p[7] * p[8], c = p[3], o = p[6];
+  std::fill(dx, dx + n * inPos * c, 0.f);
+  if (n == 0) return;
+  auto taps = TapPairs(p);
+  for (size_t t = 0; t < taps.size(); ++t) {
+    const auto& pairs = taps[t];
+    int64_t count = int64_t(pairs.size());
+    if (count == 0) continue;
+    float* g = GatherRows(tapRows[0], dy, n, outPos, o, count, [&](int64_t k) { return pairs[k].second; });
+    float* prod = static_cast<float*>(tapRows[1].Ensure(size_t(n * count * c) * sizeof(float)));
+    Sgemm(env, 'N', 'T', n * count, c, o, g, o, w + int64_t(t) * c * o, o, prod, c);
+    ScatterAddRows(dx, prod, n, inPos, c, count, [&](int64_t k) { return pairs[k].first; });
+  }
+}
+
+// dw_t = gather_t(x)ᵀ·gather_t(dy), straight into tap t's block of the HWIO gradient.
+void TinyConvBackwardFilter(const Napi::Env& env, const std::vector<int64_t>& p, const float* x,
+                            const float* dy, float* dw) {
+  int64_t n = p[0], inPos = p[1] * p[2], outPos = p[7] * p[8], c = p[3], o = p[6];
+  auto taps = TapPairs(p);
+  for (size_t t = 0; t < taps.size(); ++t) {
+    const auto& pairs = taps[t];
+    int64_t count = int64_t(pairs.size());
+    float* block = dw + int64_t(t) * c * o;
+    if (count == 0 || n == 0) {
+      std::fill(block, block + c * o, 0.f);
+      continue;
+    }
+    float* a = GatherRows(tapRows[0], x, n, inPos, c, count, [&](int64_t k) { return pairs[k].first; });
+    float* g = GatherRows(tapRows[2], dy, n, outPos, o, count, [&](int64_t k) { return pairs[k].second; });
+    Sgemm(env, 'T', 'N', c, o, n * count, a, c, g, o, block, o);
+  }
+}
+
 struct ConvForward {
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
@@ -490,6 +624,11 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   Check(env, Length(info[3]) == size_t(p[0] * p[7] * p[8] * p[6]), "conv2dForward: y size");
   if (stamp == 0 && IsPointwise(p)) {
     PointwiseConvForward(p, x, filter, bias, y, relu);
+    return env.Undefined();
+  }
+  if (IsTiny(p)) {
+    // With `scale`, `bias` holds the folded BatchNorm's shift.
+    TinyConvForward(env, p, x, filter, scale, bias, y, relu);
     return env.Undefined();
   }
   auto values = p;
@@ -542,6 +681,10 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
     Sgemm(env, 'N', 'T', p[0] * p[1] * p[2], p[3], p[6], dy, p[6], filter, p[6], dx, p[3]);
     return env.Undefined();
   }
+  if (IsTiny(p)) {
+    TinyConvBackwardData(env, p, dy, filter, dx);
+    return env.Undefined();
+  }
   auto& e = Cached(convBackwardDataCache, Key("convBD", WithSettings(p)), [&] {
     return InMode<ConvBackwardData>(p, false, [&](Mode m) {
       auto entry = std::make_unique<ConvBackwardData>();
@@ -592,6 +735,10 @@ Napi::Value Conv2dBackwardFilter(const Napi::CallbackInfo& info) {
   if (IsPointwise(p)) {
     // dw[C×O] = xᵀ·dy
     Sgemm(env, 'T', 'N', p[3], p[6], p[0] * p[1] * p[2], x, p[3], dy, p[6], dw, p[6]);
+    return env.Undefined();
+  }
+  if (IsTiny(p)) {
+    TinyConvBackwardFilter(env, p, x, dy, dw);
     return env.Undefined();
   }
   auto& e = Cached(convBackwardWeightsCache, Key("convBW", WithSettings(p)), [&] {
