@@ -6,8 +6,13 @@
  *   npm run bench                      # every backend, each in its own process
  *   npm run bench -- --backend wasm    # one backend
  *   npm run bench -- --steps 10        # timed steps after the warm-up ones
+ *   npm run bench -- --backend onednn --pytorch   # one backend, and PyTorch beside it
  *
- * The oneDNN backend is measured twice, on 1 thread and on every core.
+ * The oneDNN backend is measured twice, on 1 thread and on every core. So is
+ * PyTorch, as a yardstick, where Debian's python3-torch is installed
+ * (scripts/bench-pytorch.py: the same network, batch, optimizer and steps),
+ * in every full run and with `--pytorch`: measured in the same sitting, the
+ * comparison does not depend on how busy the machine was on another day.
  *
  * Each backend runs in a child process so that one backend's heap, compiled
  * kernels and memory high-water mark do not colour another's figures. The
@@ -15,6 +20,7 @@
  * so for it only inference on a small batch is measured.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 
 import * as tf from '@tensorflow/tfjs';
@@ -61,19 +67,22 @@ interface Figures {
   steps: number;
   warmup: number;
   peakRssMiB: number;
-  peakTensorMiB: number;
+  /** Undefined for PyTorch. */
+  peakTensorMiB?: number;
 }
 
 interface Options {
   backends: BackendName[];
   steps: number;
   child: boolean;
+  pytorch: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
   let backend: BackendName | 'auto' = 'auto';
   let steps = DEFAULT_STEPS;
   let child = false;
+  let pytorch = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const [flag, inline] = arg.split('=', 2);
@@ -89,12 +98,16 @@ function parseArgs(argv: string[]): Options {
       }
     } else if (flag === '--child') {
       child = true;
+    } else if (flag === '--pytorch') {
+      pytorch = true;
     } else {
-      throw new Error(`Unknown argument ${JSON.stringify(arg)}; use --backend NAME and --steps N.`);
+      throw new Error(
+        `Unknown argument ${JSON.stringify(arg)}; use --backend NAME, --steps N and --pytorch.`,
+      );
     }
   }
   const backends = backend === 'auto' ? [...BACKEND_NAMES] : [backend];
-  return { backends, steps, child };
+  return { backends, steps, child, pytorch: pytorch || backend === 'auto' };
 }
 
 /**
@@ -193,27 +206,24 @@ async function describeBackend(name: BackendName): Promise<string> {
   return `wasm, ${threads} thread${threads === 1 ? '' : 's'}`;
 }
 
-/**
- * Runs this script for one backend in a child process (with `env` added to
- * its environment) and returns its tagged line.
- */
-function runChild(
-  name: BackendName,
-  steps: number,
-  env: Record<string, string> = {},
+/** The Python with Debian's python3-torch, and the yardstick script. */
+const PYTHON = '/usr/bin/python3';
+const PYTORCH_SCRIPT = new URL('./bench-pytorch.py', import.meta.url).pathname;
+
+/** Collects the tagged line of a child process, or why there is none. */
+function taggedLine(
+  child: ReturnType<typeof spawn>,
 ): Promise<Record<string, unknown>> {
-  const script = process.argv[1];
-  const args = ['--import', 'tsx', script, '--child', '--backend', name, '--steps', String(steps)];
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env },
-    });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.stdout?.on('data', (chunk) => (stdout += chunk));
+    child.stderr?.on('data', (chunk) => (stderr += chunk));
     const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      resolve({ skipped: `could not start it: ${error.message}` });
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const line = stdout.split('\n').find((l) => l.startsWith(RESULT_TAG));
@@ -229,7 +239,35 @@ function runChild(
   });
 }
 
-function report(name: BackendName, result: Record<string, unknown>): void {
+/** PyTorch's figures on `threads` threads, from scripts/bench-pytorch.py. */
+function runPytorch(threads: number, steps: number): Promise<Record<string, unknown>> {
+  if (!existsSync(PYTHON)) {
+    return Promise.resolve({ skipped: `${PYTHON} is missing (apt-get install python3-torch)` });
+  }
+  const args = [PYTORCH_SCRIPT, '--threads', String(threads), '--steps', String(steps)];
+  return taggedLine(spawn(PYTHON, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/**
+ * Runs this script for one backend in a child process (with `env` added to
+ * its environment) and returns its tagged line.
+ */
+function runChild(
+  name: BackendName,
+  steps: number,
+  env: Record<string, string> = {},
+): Promise<Record<string, unknown>> {
+  const script = process.argv[1];
+  const args = ['--import', 'tsx', script, '--child', '--backend', name, '--steps', String(steps)];
+  return taggedLine(
+    spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    }),
+  );
+}
+
+function report(name: BackendName | 'pytorch', result: Record<string, unknown>): void {
   if ('skipped' in result) {
     // The loader's message repeats the backend's description; keep the cause.
     const message = String(result.skipped).split('\n')[0];
@@ -247,9 +285,10 @@ function report(name: BackendName, result: Record<string, unknown>): void {
       : `training ${rate(f.training)} (batch ${BATCH})`;
   console.log(
     `[bench] ${name} (${f.detail}): inference ${rate(f.inference)} ` +
-      `(batch ${f.inferenceBatch}), ${training}; peak RSS ${f.peakRssMiB.toFixed(0)} MiB, ` +
-      `peak tensors ${f.peakTensorMiB.toFixed(0)} MiB; median of ${f.steps} timed steps after ` +
-      `${f.warmup} warm-up`,
+      `(batch ${f.inferenceBatch}), ${training}; peak RSS ${f.peakRssMiB.toFixed(0)} MiB` +
+      // PyTorch has no count of tensor memory to report.
+      (f.peakTensorMiB === undefined ? '' : `, peak tensors ${f.peakTensorMiB.toFixed(0)} MiB`) +
+      `; median of ${f.steps} timed steps after ${f.warmup} warm-up`,
   );
 }
 
@@ -272,6 +311,9 @@ async function main(): Promise<void> {
       const env = { RESNET_ONEDNN_THREADS: String(threads) };
       report(name, await runChild(name, options.steps, env));
     }
+  }
+  if (options.pytorch) {
+    for (const threads of ONEDNN_THREADS) report('pytorch', await runPytorch(threads, options.steps));
   }
 }
 
