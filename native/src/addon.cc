@@ -527,25 +527,38 @@ void ScatterAddRows(float* to, const float* rows, int64_t n, int64_t positions, 
   }
 }
 
-// y = epilogue(Σ_t gather_t(x)·w_t): per output channel times `scale` (if
-// any), plus `shift` (if any), then ReLU if asked.
-void TinyConvForward(const Napi::Env& env, const std::vector<int64_t>& p, const float* x,
-                     const float* w, const float* scale, const float* shift, float* y, bool relu) {
+// The sum over taps of scatter_t(gather_t(from)·op(w_t)) into `to`: for the
+// forward pass from x into y with op(w_t) = w_t, for the input gradient from
+// dy into dx with its transpose.
+void SumOfTapProducts(const Napi::Env& env, const std::vector<int64_t>& p, const float* from,
+                      const float* w, float* to, bool forward) {
   int64_t n = p[0], inPos = p[1] * p[2], outPos = p[7] * p[8], c = p[3], o = p[6];
-  std::fill(y, y + n * outPos * o, 0.f);
+  int64_t fromPos = forward ? inPos : outPos, fromWidth = forward ? c : o;
+  int64_t toPos = forward ? outPos : inPos, toWidth = forward ? o : c;
+  std::fill(to, to + n * toPos * toWidth, 0.f);
   if (n == 0) return;
   auto taps = TapPairs(p);
   for (size_t t = 0; t < taps.size(); ++t) {
     const auto& pairs = taps[t];
     int64_t count = int64_t(pairs.size());
     if (count == 0) continue;
-    float* a = GatherRows(tapRows[0], x, n, inPos, c, count, [&](int64_t k) { return pairs[k].first; });
-    float* prod = static_cast<float*>(tapRows[1].Ensure(size_t(n * count * o) * sizeof(float)));
-    Sgemm(env, 'N', 'N', n * count, o, c, a, c, w + int64_t(t) * c * o, o, prod, o);
-    ScatterAddRows(y, prod, n, outPos, o, count, [&](int64_t k) { return pairs[k].second; });
+    auto source = [&](int64_t k) { return forward ? pairs[k].first : pairs[k].second; };
+    auto target = [&](int64_t k) { return forward ? pairs[k].second : pairs[k].first; };
+    float* rows = GatherRows(tapRows[0], from, n, fromPos, fromWidth, count, source);
+    float* prod = static_cast<float*>(tapRows[1].Ensure(size_t(n * count * toWidth) * sizeof(float)));
+    Sgemm(env, 'N', forward ? 'N' : 'T', n * count, toWidth, fromWidth, rows, fromWidth,
+          w + int64_t(t) * c * o, o, prod, toWidth);
+    ScatterAddRows(to, prod, n, toPos, toWidth, count, target);
   }
+}
+
+// y = epilogue(Σ_t gather_t(x)·w_t): per output channel times `scale` (if
+// any), plus `shift` (if any), then ReLU if asked.
+void TinyConvForward(const Napi::Env& env, const std::vector<int64_t>& p, const float* x,
+                     const float* w, const float* scale, const float* shift, float* y, bool relu) {
+  SumOfTapProducts(env, p, x, w, y, true);
   if (scale == nullptr && shift == nullptr && !relu) return;
-  int64_t rows = n * outPos;
+  int64_t rows = p[0] * p[7] * p[8], o = p[6];
 #pragma omp parallel for if (rows * o >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     float* row = y + r * o;
@@ -562,19 +575,7 @@ void TinyConvForward(const Napi::Env& env, const std::vector<int64_t>& p, const 
 // dx = Σ_t scatter_t(gather_t(dy)·w_tᵀ)
 void TinyConvBackwardData(const Napi::Env& env, const std::vector<int64_t>& p, const float* dy,
                           const float* w, float* dx) {
-  int64_t n = p[0], inPos = p[1] * p[2], outPos = p[7] * p[8], c = p[3], o = p[6];
-  std::fill(dx, dx + n * inPos * c, 0.f);
-  if (n == 0) return;
-  auto taps = TapPairs(p);
-  for (size_t t = 0; t < taps.size(); ++t) {
-    const auto& pairs = taps[t];
-    int64_t count = int64_t(pairs.size());
-    if (count == 0) continue;
-    float* g = GatherRows(tapRows[0], dy, n, outPos, o, count, [&](int64_t k) { return pairs[k].second; });
-    float* prod = static_cast<float*>(tapRows[1].Ensure(size_t(n * count * c) * sizeof(float)));
-    Sgemm(env, 'N', 'T', n * count, c, o, g, o, w + int64_t(t) * c * o, o, prod, c);
-    ScatterAddRows(dx, prod, n, inPos, c, count, [&](int64_t k) { return pairs[k].first; });
-  }
+  SumOfTapProducts(env, p, dy, w, dx, false);
 }
 
 // dw_t = gather_t(x)ᵀ·gather_t(dy), straight into tap t's block of the HWIO gradient.

@@ -44,7 +44,7 @@
  * filter tap (see native/src/addon.cc).
  */
 import * as tf from '@tensorflow/tfjs';
-import type { NamedTensorMap, Tensor } from '@tensorflow/tfjs';
+import type { NamedAttrMap, NamedTensorMap, Tensor } from '@tensorflow/tfjs';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -775,16 +775,15 @@ function hookConv2D(): void {
     return tf.tidy(() => {
       const weights: NamedTensorMap = { x, filter: this.kernel.read() };
       if (this.bias != null) weights.bias = this.bias.read();
-      const y = runKernel(CONV2D_BIAS, weights, {
-        strides: this.strides,
-        pad: this.padding,
-        dataFormat: 'NHWC',
-        dilations: [1, 1],
-        activation: 'linear',
-      }) as Tensor;
+      const y = runKernel(CONV2D_BIAS, weights, { ...geometryOf(this), activation: 'linear' }) as Tensor;
       return this.activation != null ? this.activation.apply(y) : y;
     });
   });
+}
+
+/** The kernel attributes of a channels-last Conv2D layer without dilation. */
+function geometryOf(layer: Conv2DLike): NamedAttrMap {
+  return { strides: layer.strides, pad: layer.padding, dataFormat: 'NHWC', dilations: [1, 1] };
 }
 
 /**
@@ -823,10 +822,7 @@ function foldedConv(
   };
   if (layer.bias != null) weights.bias = layer.bias.read();
   const y = runKernel(CONV2D_BATCH_NORM, weights, {
-    strides: layer.strides,
-    pad: layer.padding,
-    dataFormat: 'NHWC',
-    dilations: [1, 1],
+    ...geometryOf(layer),
     epsilon: bn.epsilon,
     relu: fusion!.relu !== undefined,
   }) as Tensor;
