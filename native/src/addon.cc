@@ -105,6 +105,17 @@ dnnl::primitive_attr ScratchAttr() {
   return attr;
 }
 
+// ScratchAttr, with a ReLU applied to the output if `relu`.
+dnnl::primitive_attr ScratchAttr(bool relu) {
+  dnnl::primitive_attr attr = ScratchAttr();
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
 // Primitive caches: built once per shape key, kept for the process's life.
 template <typename T>
 using Cache = std::unordered_map<std::string, std::unique_ptr<T>>;
@@ -250,12 +261,7 @@ dnnl::convolution_forward::primitive_desc ConvForwardDesc(const ConvShape& s, Mo
                                                           bool relu, prop_kind prop,
                                                           bool hint = false) {
   ConvDescs d = Descs(s, m);
-  dnnl::primitive_attr attr = ScratchAttr();
-  if (relu) {
-    dnnl::post_ops ops;
-    ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-    attr.set_post_ops(ops);
-  }
+  dnnl::primitive_attr attr = ScratchAttr(relu);
   memory::desc b = bias ? memory::desc(s.bias, dt::f32, tag::x) : memory::desc();
   dnnl::convolution_forward::desc desc(prop, d.alg, d.src, d.weights, b, hint ? d.dst : d.dstOut,
                                        s.strides, s.dilates, s.padL, s.padR);
@@ -431,12 +437,7 @@ void PointwiseConvForward(const std::vector<int64_t>& p, float* x, float* filter
   auto& e = Cached(pointwiseForwardCache,
                    Key("pointwise", WithSettings({m, k, n, bias != nullptr, relu})), [&] {
     auto entry = std::make_unique<PointwiseForward>();
-    dnnl::primitive_attr attr = ScratchAttr();
-    if (relu) {
-      dnnl::post_ops ops;
-      ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-      attr.set_post_ops(ops);
-    }
+    dnnl::primitive_attr attr = ScratchAttr(relu);
     memory::desc b = bias ? memory::desc({1, n}, dt::f32, tag::ab) : memory::desc();
     dnnl::matmul::desc desc(memory::desc({m, k}, dt::f32, tag::ab),
                             memory::desc({k, n}, dt::f32, tag::ab), b,
@@ -929,10 +930,7 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
       std::fill(ci, ci + m * n, 0.f);
       continue;
     }
-    dnnl::status st = static_cast<dnnl::status>(dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k,
-                                                           1.f, ai, ta ? m : k, bi, tb ? k : n,
-                                                           0.f, ci, n));
-    Check(env, st == dnnl::status::success, "matMul: dnnl_sgemm failed");
+    Sgemm(env, ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, ai, ta ? m : k, bi, tb ? k : n, ci, n);
     if (bias != nullptr || relu) {
       for (int64_t r = 0; r < m; ++r) {
         float* row = ci + r * n;

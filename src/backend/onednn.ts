@@ -585,6 +585,11 @@ function hookLayerCall<L>(
   proto.call = hooked;
 }
 
+/** A layer call's input when it is one tensor; else undefined. */
+function singleInput(inputs: Tensor | Tensor[]): Tensor | undefined {
+  return Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+}
+
 /**
  * A layer call's one input when the hooks may take it: `onednn` active, a
  * training-mode call, a single rank-4 float32 tensor; else undefined.
@@ -593,7 +598,7 @@ function trainingInput(
   inputs: Tensor | Tensor[],
   kwargs: tf.serialization.ConfigDict,
 ): Tensor | undefined {
-  const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+  const x = singleInput(inputs);
   const ok = onOnednn() && Boolean(kwargs?.training) && x?.rank === 4 && x.dtype === 'float32';
   return ok ? x : undefined;
 }
@@ -698,7 +703,7 @@ function markDone(y: Tensor, layers: Array<LayerLike | undefined>): Tensor {
 
 /** The input, when it already holds `layer`'s work; else undefined. */
 function alreadyDone(layer: unknown, inputs: Tensor | Tensor[]): Tensor | undefined {
-  const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+  const x = singleInput(inputs);
   return x !== undefined && doneFor.get(x.dataId)?.has(layer as LayerLike) ? x : undefined;
 }
 
@@ -799,7 +804,7 @@ function foldedConv(
 ): Tensor | undefined {
   const fusion = plannedFor(layer);
   const bn = fusion?.batchNorm as unknown as BatchNormalizationLike | undefined;
-  const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
+  const x = singleInput(inputs);
   const ok =
     bn !== undefined &&
     !kwargs?.training &&
